@@ -1,0 +1,1 @@
+"""The ``parlo`` command."""

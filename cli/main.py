@@ -1,0 +1,294 @@
+"""``parlo``: run and operate the engine from a terminal.
+
+Errors are one readable line on stderr and a non-zero exit; tracebacks go to the log file only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from engine import tenants
+from engine.config import Settings, load_settings
+from engine.db import migrations
+from engine.db.pool import connect
+from engine.errors import ParloError
+from engine.logging import configure_logging
+from engine.secrets import mask_text
+from engine.services import resolve
+
+console = Console(stderr=True)
+out = Console()
+log = logging.getLogger("parlo.cli")
+
+
+def _settings(ctx: click.Context) -> Settings:
+    settings: Settings = ctx.obj
+    return settings
+
+
+class ParloGroup(click.Group):
+    """Turns every error into one line and an exit code; a traceback is only written to the log."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ParloError as exc:
+            click.echo(f"parlo: error: {mask_text(str(exc))}", err=True)
+            sys.exit(1)
+        except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort, SystemExit):
+            raise
+        except KeyboardInterrupt:
+            click.echo("parlo: interrupted", err=True)
+            sys.exit(130)
+        except Exception as exc:
+            log.exception("unexpected error")
+            click.echo(f"parlo: unexpected error: {type(exc).__name__}: {mask_text(str(exc))} "
+                       "(details in the log: parlo logs engine)", err=True)
+            sys.exit(2)
+
+
+@click.group(cls=ParloGroup)
+@click.version_option(package_name="parlo")
+@click.pass_context
+def main(ctx: click.Context) -> None:
+    """Parlo: WhatsApp conversations for human agents and an AI assistant."""
+    try:
+        settings = load_settings()
+    except ParloError as exc:
+        click.echo(f"parlo: error: {exc}", err=True)
+        sys.exit(1)
+    configure_logging(settings.log_level, json=True, file=settings.home / "logs" / "parlo.jsonl",
+                      stream=_NullStream())
+    ctx.obj = settings
+
+
+class _NullStream:
+    """The CLI talks to people on stderr; its JSON log lines go only to the log file."""
+
+    def write(self, _: str) -> int:
+        return 0
+
+    def flush(self) -> None:
+        return None
+
+
+# --- up / down / status ------------------------------------------------------------------------
+
+@main.command()
+@click.pass_context
+def up(ctx: click.Context) -> None:
+    """Start everything (embedded PostgreSQL, Redis, Ray, the Serve app); reuse what already runs."""
+    from cli import runtime
+
+    settings = _settings(ctx)
+    with console.status("starting…") as status:
+        report = runtime.up(settings, step=lambda name: status.update(f"starting {name}…"),
+                            on_migration=lambda m, i, n: console.print(f"  applied {m.filename} ({i}/{n})"))
+    if report.noop:
+        console.print(f"[green]Parlo is already running[/] (nothing to start, {report.seconds:.1f} s)")
+    else:
+        started = ", ".join(report.started) or "nothing new"
+        console.print(f"[green]Parlo is up[/] in {report.seconds:.1f} s (started: {started})")
+    out.print(f"Inbox: {settings.public_url}")
+    login = report.demo_login
+    if report.demo_created:
+        out.print(f"Login: {login['email']}  password: {login['password']}  (tenant {login['tenant']})")
+        out.print(f"       (printed once; also kept in {settings.home / 'demo-login.json'})")
+    else:
+        out.print(f"Login: {login['email']}  (tenant {login['tenant']}; password in {settings.home / 'demo-login.json'})")
+
+
+@main.command()
+@click.pass_context
+def down(ctx: click.Context) -> None:
+    """Stop everything `parlo up` started; data stays under PARLO_HOME."""
+    from cli import runtime
+
+    settings = _settings(ctx)
+    with console.status("stopping…") as status:
+        stopped = runtime.down(settings, step=lambda name: status.update(f"stopping {name}…"))
+    console.print(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--show-secrets", is_flag=True, help="Show passwords inside service URLs.")
+@click.pass_context
+def status(ctx: click.Context, as_json: bool, show_secrets: bool) -> None:
+    """Report every component; exit 1 if any is down."""
+    from cli import runtime
+
+    report = runtime.status(_settings(ctx), show_secrets=show_secrets)
+    if as_json:
+        click.echo(json.dumps(report, indent=2, default=str))
+    else:
+        table = Table("component", "status", "detail")
+        for name, comp in report["components"].items():
+            detail = comp.get("error") or comp.get("url") or comp.get("address") or ""
+            if "latency_ms" in comp:
+                detail = f"{detail} ({comp['latency_ms']} ms)"
+            colour = "green" if comp.get("status") == "ok" else "red"
+            table.add_row(name, f"[{colour}]{comp.get('status')}[/]", str(detail))
+        out.print(table)
+    if report["status"] != "ok":
+        sys.exit(1)
+
+
+# --- tenants -------------------------------------------------------------------------------------
+
+@main.group()
+def tenant() -> None:
+    """Manage tenants (the businesses on this deployment)."""
+
+
+@tenant.command("create")
+@click.argument("name")
+@click.option("--slug", help="URL-safe id (default: derived from NAME).")
+@click.pass_context
+def tenant_create(ctx: click.Context, name: str, slug: str | None) -> None:
+    """Create a tenant called NAME."""
+
+    async def run() -> tenants.Tenant:
+        conn = await connect(resolve(_settings(ctx)).database)
+        try:
+            return await tenants.create(conn, name, slug)
+        finally:
+            await conn.close()
+
+    created = asyncio.run(run())
+    out.print(f"created tenant {created.slug} ({created.id})")
+
+
+@tenant.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def tenant_list(ctx: click.Context, as_json: bool) -> None:
+    """List tenants."""
+
+    async def run() -> list[dict[str, Any]]:
+        conn = await connect(resolve(_settings(ctx)).database)
+        try:
+            return await tenants.list_all(conn)
+        finally:
+            await conn.close()
+
+    rows = asyncio.run(run())
+    if as_json:
+        click.echo(json.dumps(rows, indent=2, default=str))
+        return
+    table = Table("slug", "name", "status", "users", "channels", "open conversations", "created")
+    for r in rows:
+        table.add_row(r["slug"], r["name"], r["status"], str(r["users"]), str(r["channels"]),
+                      str(r["open_conversations"]), r["created_at"].strftime("%Y-%m-%d %H:%M"))
+    out.print(table)
+
+
+# --- database ------------------------------------------------------------------------------------
+
+@main.group()
+def db() -> None:
+    """Database schema."""
+
+
+@db.command("migrate")
+@click.option("--schema-dir", type=click.Path(path_type=Path), default=None, hidden=True)
+@click.pass_context
+def db_migrate(ctx: click.Context, schema_dir: Path | None) -> None:
+    """Apply pending migrations from schema/ in order."""
+    from cli import runtime
+
+    directory = schema_dir or migrations.SCHEMA_DIR
+    pending_total = len(migrations.discover(directory))
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console) as progress:
+        task = progress.add_task("migrating", total=None)
+
+        def on_progress(m: migrations.Migration, index: int, total: int) -> None:
+            progress.update(task, total=total, completed=index, description=f"applied {m.filename}")
+
+        applied = asyncio.run(runtime.migrate(_settings(ctx), on_progress, directory))
+    if applied:
+        console.print(f"applied {len(applied)} migration(s): {', '.join(m.filename for m in applied)}")
+    else:
+        console.print(f"schema is up to date ({pending_total} migration(s) applied)")
+
+
+@db.command("status")
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--schema-dir", type=click.Path(path_type=Path), default=None, hidden=True)
+@click.pass_context
+def db_status(ctx: click.Context, as_json: bool, schema_dir: Path | None) -> None:
+    """Show which migrations are applied."""
+
+    async def run() -> list[migrations.MigrationState]:
+        conn = await connect(resolve(_settings(ctx)).database)
+        try:
+            return await migrations.status(conn, schema_dir or migrations.SCHEMA_DIR)
+        finally:
+            await conn.close()
+
+    states = asyncio.run(run())
+    if as_json:
+        click.echo(json.dumps([{"version": s.version, "name": s.name, "applied": s.applied,
+                                "applied_at": s.applied_at, "checksum": s.checksum} for s in states], default=str, indent=2))
+        return
+    table = Table("version", "name", "applied at")
+    for s in states:
+        table.add_row(f"{s.version:04d}", s.name, s.applied_at.strftime("%Y-%m-%d %H:%M:%S") if s.applied_at else "[yellow]pending[/]")
+    out.print(table)
+
+
+# --- logs ----------------------------------------------------------------------------------------
+
+LOG_SOURCES = ("engine", "postgres", "redis", "ray")
+
+
+@main.command()
+@click.argument("source", type=click.Choice(LOG_SOURCES), default="engine")
+@click.option("-n", "--lines", type=click.IntRange(1, 100_000), default=50, show_default=True)
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new lines.")
+@click.pass_context
+def logs(ctx: click.Context, source: str, lines: int, follow: bool) -> None:
+    """Print the last lines of a component's log."""
+    from cli import runtime
+
+    settings = _settings(ctx)
+    files = {
+        "engine": settings.home / "logs" / "parlo.jsonl",
+        "postgres": settings.home / "logs" / "postgres.log",
+        "redis": settings.home / "logs" / "redis.log",
+        "ray": settings.home / "logs" / "ray-start.log",
+    }
+    path = files[source]
+    if source == "ray":
+        serve_logs = sorted((runtime.ray_temp_dir(settings) / "session_latest" / "logs" / "serve").glob("*.log"),
+                            key=lambda p: p.stat().st_mtime)
+        if serve_logs:
+            path = serve_logs[-1]
+    if not path.exists():
+        raise click.ClickException(f"no {source} log yet at {path}")
+    with path.open(errors="replace") as fh:
+        tail = fh.readlines()[-lines:]
+        for line in tail:
+            click.echo(line.rstrip("\n"))
+        while follow:
+            line = fh.readline()
+            if line:
+                click.echo(line.rstrip("\n"))
+            else:
+                time.sleep(0.3)
+
+
+if __name__ == "__main__":
+    main()

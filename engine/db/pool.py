@@ -1,0 +1,51 @@
+"""The asyncpg pool, with connection errors translated into the engine's exception tree."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+
+import asyncpg
+
+from engine.errors import ServiceUnavailable
+from engine.secrets import mask_text
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+    await conn.set_type_codec("json", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+
+
+def describe_connect_error(url: str, exc: BaseException) -> str:
+    reason = str(exc) or type(exc).__name__
+    return f"cannot reach PostgreSQL at {mask_text(url)}: {mask_text(reason)}"
+
+
+CONNECT_ERRORS = (OSError, socket.gaierror, asyncio.TimeoutError, asyncpg.PostgresError,
+                  asyncpg.InterfaceError, ValueError)
+
+
+async def connect(url: str, *, timeout: float = 5.0) -> asyncpg.Connection:
+    try:
+        conn = await asyncpg.connect(url, timeout=timeout)
+    except CONNECT_ERRORS as exc:
+        raise ServiceUnavailable(describe_connect_error(url, exc)) from None
+    await _init_connection(conn)
+    return conn
+
+
+async def create_pool(url: str, *, min_size: int = 1, max_size: int = 10, timeout: float = 5.0) -> asyncpg.Pool:
+    try:
+        pool = await asyncpg.create_pool(url, min_size=min_size, max_size=max_size, timeout=timeout,
+                                         init=_init_connection, command_timeout=60)
+    except CONNECT_ERRORS as exc:
+        raise ServiceUnavailable(describe_connect_error(url, exc)) from None
+    assert pool is not None
+    return pool
+
+
+def pool_stats(pool: asyncpg.Pool) -> dict[str, int]:
+    size = pool.get_size()
+    idle = pool.get_idle_size()
+    return {"size": size, "idle": idle, "in_use": size - idle, "max": pool.get_max_size()}

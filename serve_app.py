@@ -1,0 +1,141 @@
+"""The Ray Serve application ``parlo``: the Gateway ingress (FastAPI) and its wiring."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import ray
+import redis.asyncio as aioredis
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import FileResponse, JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from ray import serve
+
+import engine
+from actors.conversation_shard import ensure_shards, public_settings
+from engine.config import Settings, load_settings
+from engine.db.pool import create_pool, pool_stats
+from engine.health import check_all, postgres_check, redis_check
+from engine.logging import configure_logging
+from engine.services import resolve
+
+APP_NAME = "parlo"
+WEB_DIR = Path(__file__).resolve().parent / "web"
+log = logging.getLogger("parlo.gateway")
+
+api = FastAPI(
+    title="Parlo",
+    version=engine.__version__,
+    description="WhatsApp customer conversations for human agents and an AI assistant.",
+)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter("parlo_http_requests", "HTTP requests handled by the Gateway",
+                                ["method", "route", "status"], registry=self.registry)
+        self.latency = Histogram("parlo_http_request_seconds", "Gateway request latency", ["method", "route"],
+                                 registry=self.registry,
+                                 buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+        self.shards = Gauge("parlo_conversation_shards", "Configured ConversationShard actors", registry=self.registry)
+        self.shards_alive = Gauge("parlo_conversation_shards_alive", "ConversationShards that answered the last health check",
+                                  registry=self.registry)
+        self.pool = Gauge("parlo_db_pool_connections", "PostgreSQL pool connections", ["state"], registry=self.registry)
+
+
+_metrics: Metrics | None = None
+
+
+def replica_metrics() -> Metrics:
+    """The metrics of this process: one Gateway replica per process, so one registry per process."""
+    global _metrics
+    if _metrics is None:
+        _metrics = Metrics()
+    return _metrics
+
+
+@api.middleware("http")
+async def measure(request: Request, call_next: Any) -> Response:
+    started = time.perf_counter()
+    response: Response = await call_next(request)
+    route = getattr(request.scope.get("route"), "path", "unmatched")
+    metrics = replica_metrics()
+    metrics.requests.labels(request.method, route, str(response.status_code)).inc()
+    metrics.latency.labels(request.method, route).observe(time.perf_counter() - started)
+    return response
+
+
+@serve.deployment(name="Gateway", ray_actor_options={"num_cpus": 0}, max_ongoing_requests=256,
+                  health_check_period_s=10, graceful_shutdown_timeout_s=20)
+@serve.ingress(api)
+class Gateway:
+    def __init__(self, settings: dict[str, Any]) -> None:
+        self.settings: Settings = load_settings(**settings)
+        configure_logging(self.settings.log_level, json=self.settings.log_json)
+        self.urls = resolve(self.settings)
+        self.metrics = replica_metrics()
+        self.metrics.shards.set(self.settings.conversation_shards)
+        self.shards = ensure_shards(self.settings)
+        self.redis = aioredis.from_url(self.urls.redis, socket_timeout=self.settings.health_timeout_s,
+                                       socket_connect_timeout=self.settings.health_timeout_s)
+        self._pool: Any = None
+        self._pool_lock = asyncio.Lock()
+
+    async def pool(self) -> Any:
+        if self._pool is None:
+            async with self._pool_lock:
+                if self._pool is None:
+                    self._pool = await create_pool(self.urls.database, min_size=self.settings.db_pool_min,
+                                                   max_size=self.settings.db_pool_max,
+                                                   timeout=self.settings.health_timeout_s)
+        return self._pool
+
+    async def _check_postgres(self) -> Any:
+        return await postgres_check(await self.pool())
+
+    async def _check_redis(self) -> Any:
+        return await redis_check(self.redis)
+
+    async def _check_ray(self) -> Any:
+        resources = await asyncio.to_thread(ray.cluster_resources)
+        return {"cpus": resources.get("CPU", 0)}
+
+    async def _check_shards(self) -> Any:
+        answers = await asyncio.gather(*(shard.ping.remote() for shard in self.shards), return_exceptions=True)
+        alive = [a for a in answers if isinstance(a, dict)]
+        self.metrics.shards_alive.set(len(alive))
+        if len(alive) < len(self.shards):
+            failed = next(a for a in answers if not isinstance(a, dict))
+            raise RuntimeError(f"{len(alive)}/{len(self.shards)} shards answered ({type(failed).__name__})")
+        return {"count": len(alive), "conversations": sum(int(a["conversations"]) for a in alive)}
+
+    @api.get("/healthz", summary="Health of every component")
+    async def healthz(self) -> JSONResponse:
+        healthy, report = await check_all(
+            {"postgres": self._check_postgres, "redis": self._check_redis,
+             "ray": self._check_ray, "shards": self._check_shards},
+            self.settings.health_timeout_s,
+        )
+        report["version"] = engine.__version__
+        return JSONResponse(report, status_code=200 if healthy else 503)
+
+    @api.get("/metrics", summary="Prometheus metrics of this Gateway replica")
+    async def metrics_text(self) -> Response:
+        if self._pool is not None:
+            for state, value in pool_stats(self._pool).items():
+                self.metrics.pool.labels(state).set(value)
+        return Response(generate_latest(self.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @api.get("/", include_in_schema=False)
+    async def index(self) -> FileResponse:
+        return FileResponse(WEB_DIR / "index.html")
+
+
+def build(settings: Settings) -> Any:
+    """The Serve application graph for these settings (secret-free arguments only)."""
+    return Gateway.options(num_replicas=settings.gateway_replicas).bind(public_settings(settings))
