@@ -100,13 +100,13 @@ def up(ctx: click.Context) -> None:
     else:
         started = ", ".join(report.started) or "nothing new"
         console.print(f"[green]Parlo is up[/] in {report.seconds:.1f} s (started: {started})")
-    out.print(f"Inbox: {settings.public_url}")
+    click.echo(f"Inbox: {settings.public_url}")
     login = report.demo_login
     if report.demo_created:
-        out.print(f"Login: {login['email']}  password: {login['password']}  (tenant {login['tenant']})")
-        out.print(f"       (printed once; also kept in {settings.home / 'demo-login.json'})")
+        click.echo(f"Login: {login['email']}  password: {login['password']}  (tenant {login['tenant']})")
+        click.echo(f"       (printed once; also kept in {settings.home / 'demo-login.json'})")
     else:
-        out.print(f"Login: {login['email']}  (tenant {login['tenant']}; password in {settings.home / 'demo-login.json'})")
+        click.echo(f"Login: {login['email']}  (tenant {login['tenant']}; password in {settings.home / 'demo-login.json'})")
 
 
 @main.command()

@@ -129,16 +129,26 @@ def start_ray(settings: Settings) -> bool:
     return True
 
 
-def stop_ray(settings: Settings, timeout_s: float = 20.0) -> bool:
-    procs = ray_processes(settings)
+def stop_ray(settings: Settings, grace_s: float = 5.0) -> bool:
+    """Stop our Ray head and its workers (found by temp dir and parentage), never another Ray on the machine."""
+    procs: dict[int, psutil.Process] = {}
+    for proc in ray_processes(settings):
+        procs[proc.pid] = proc
+        try:
+            for child in proc.children(recursive=True):
+                procs[child.pid] = child
+        except psutil.Error:
+            pass
     if not procs:
         return False
-    for proc in procs:
+    for proc in procs.values():
         try:
             proc.terminate()
         except psutil.Error:
             pass
-    _, alive = psutil.wait_procs(procs, timeout=timeout_s)
+    # Workers and the raylet exit within a second or two; gcs_server ignores SIGTERM for a long
+    # time, and its state is not persistent, so it is killed after the grace period.
+    _, alive = psutil.wait_procs(list(procs.values()), timeout=grace_s)
     for proc in alive:
         try:
             proc.kill()
@@ -153,6 +163,8 @@ def connect_ray(settings: Settings) -> None:
 
     if ray.is_initialized():
         return
+    import ray.serve  # noqa: F401  (configures its logger on import; quiet it afterwards)
+
     for name in ("ray", "ray.serve"):
         logging.getLogger(name).setLevel(logging.WARNING)
     ray.init(address=ray_address(settings), namespace="parlo", logging_level=logging.WARNING, log_to_driver=False)
