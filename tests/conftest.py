@@ -1,0 +1,162 @@
+"""Shared test services: one embedded PostgreSQL (a migrated template database cloned per test),
+one embedded Redis, and one Ray instance, all started once per session and only when a test asks."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from engine.config import Settings
+from engine.db import migrations
+from engine.db.pool import connect
+from engine.embedded.credentials import Credentials
+from engine.embedded.ports import free_port
+from engine.embedded.postgres import EmbeddedPostgres
+from engine.embedded.redis import EmbeddedRedis
+from engine.services import APP_ROLE, bootstrap_embedded_database
+
+TEMPLATE = "parlo_template"
+
+
+@dataclass
+class PostgresHarness:
+    server: EmbeddedPostgres
+    creds: Credentials
+
+    @property
+    def admin_url(self) -> str:
+        return self.server.admin_url(self.creds.postgres_superuser)
+
+    def app_url(self, database: str) -> str:
+        return f"postgresql://{APP_ROLE}:{self.creds.postgres_app}@127.0.0.1:{self.server.port}/{database}"
+
+    async def create_database(self, template: str = TEMPLATE) -> str:
+        name = f"test_{uuid.uuid4().hex[:12]}"
+        admin = await connect(self.admin_url)
+        try:
+            await admin.execute(f"CREATE DATABASE {name} TEMPLATE {template} OWNER {APP_ROLE}")
+        finally:
+            await admin.close()
+        return name
+
+    async def drop_database(self, name: str) -> None:
+        admin = await connect(self.admin_url)
+        try:
+            await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        finally:
+            await admin.close()
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresHarness]:
+    root = tmp_path_factory.mktemp("pg")
+    server = EmbeddedPostgres(root / "data", free_port(), root / "postgres.log")
+    creds = Credentials.generate()
+    server.init(creds.postgres_superuser)
+    server.start()
+    harness = PostgresHarness(server, creds)
+
+    async def prepare() -> None:
+        await bootstrap_embedded_database(server, creds)
+        admin = await connect(harness.admin_url)
+        try:
+            await admin.execute(f"CREATE DATABASE {TEMPLATE} OWNER {APP_ROLE}")
+        finally:
+            await admin.close()
+        su = await connect(server.admin_url(creds.postgres_superuser, TEMPLATE))
+        try:
+            await su.execute("CREATE EXTENSION IF NOT EXISTS vector")
+        finally:
+            await su.close()
+        conn = await connect(harness.app_url(TEMPLATE))
+        try:
+            await migrations.migrate(conn)
+        finally:
+            await conn.close()
+
+    asyncio.run(prepare())
+    try:
+        yield harness
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+async def database_url(postgres: PostgresHarness) -> AsyncIterator[str]:
+    """A fresh, migrated database of its own for one test."""
+    name = await postgres.create_database()
+    try:
+        yield postgres.app_url(name)
+    finally:
+        await postgres.drop_database(name)
+
+
+@pytest.fixture
+async def empty_database_url(postgres: PostgresHarness) -> AsyncIterator[str]:
+    """A database with pgvector but no migrations applied."""
+    name = await postgres.create_database(template="template1")
+    su = await connect(postgres.server.admin_url(postgres.creds.postgres_superuser, name))
+    try:
+        await su.execute("CREATE EXTENSION IF NOT EXISTS vector")
+    finally:
+        await su.close()
+    try:
+        yield postgres.app_url(name)
+    finally:
+        await postgres.drop_database(name)
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
+    conn = await connect(database_url)
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
+@dataclass
+class RedisHarness:
+    server: EmbeddedRedis
+    password: str
+
+    @property
+    def url(self) -> str:
+        return self.server.url(self.password)
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisHarness]:
+    root = tmp_path_factory.mktemp("redis")
+    server = EmbeddedRedis(root / "data", free_port(), root / "redis.log")
+    password = secrets.token_urlsafe(16)
+    server.start(password)
+    try:
+        yield RedisHarness(server, password)
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def settings(tmp_path: Path, database_url: str, redis_server: RedisHarness) -> Settings:
+    return Settings(home=tmp_path / "home", database_url=database_url, redis_url=redis_server.url,
+                    _env_file=None)  # type: ignore[call-arg]
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> Iterator[None]:
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, namespace="parlo-tests", logging_level="WARNING",
+             log_to_driver=False)
+    try:
+        yield
+    finally:
+        ray.shutdown()

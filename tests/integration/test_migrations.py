@@ -1,0 +1,92 @@
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from engine.db import migrations
+from engine.db.migrations import SCHEMA_DIR
+from engine.db.pool import connect
+from engine.errors import MigrationError, MigrationMissing, MigrationTampered
+
+pytestmark = pytest.mark.integration
+
+TENANT_OWNED = ("users", "channels", "contacts", "conversations", "messages", "message_statuses",
+                "webhook_receipts", "outbox", "audit_log")
+
+
+@pytest.fixture
+async def fresh(empty_database_url: str) -> asyncpg.Connection:
+    conn = await connect(empty_database_url)
+    yield conn
+    await conn.close()
+
+
+@pytest.fixture
+def schema_copy(tmp_path: Path) -> Path:
+    target = tmp_path / "schema"
+    shutil.copytree(SCHEMA_DIR, target)
+    return target
+
+
+async def _tables(conn: asyncpg.Connection) -> set[str]:
+    rows = await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+    return {r["tablename"] for r in rows}
+
+
+async def test_applies_all_in_order_then_nothing(fresh: asyncpg.Connection) -> None:
+    progress: list[tuple[str, int, int]] = []
+    applied = await migrations.migrate(fresh, on_progress=lambda m, i, n: progress.append((m.filename, i, n)))
+    assert [m.filename for m in applied] == [m.filename for m in migrations.discover()]
+    assert progress[0] == ("0001_core.sql", 1, len(applied))
+    assert {"tenants", "schema_migrations", *TENANT_OWNED} <= await _tables(fresh)
+    assert await migrations.migrate(fresh) == []
+    states = await migrations.status(fresh)
+    assert all(s.applied for s in states)
+
+
+async def test_every_tenant_owned_table_carries_tenant_id(db: asyncpg.Connection) -> None:
+    for table in TENANT_OWNED:
+        column = await db.fetchrow(
+            "SELECT is_nullable FROM information_schema.columns WHERE table_name = $1 AND column_name = 'tenant_id'", table)
+        assert column is not None, f"{table} has no tenant_id"
+
+
+async def test_wamid_is_unique_per_tenant(db: asyncpg.Connection) -> None:
+    row = await db.fetchrow(
+        "SELECT pg_get_constraintdef(oid) AS def FROM pg_constraint WHERE conrelid = 'messages'::regclass AND contype = 'u'")
+    assert row["def"] == "UNIQUE (tenant_id, wamid)"
+
+
+async def test_tampered_migration_is_refused_and_nothing_changes(fresh: asyncpg.Connection, schema_copy: Path) -> None:
+    await migrations.migrate(fresh, schema_copy)
+    before = await fresh.fetch("SELECT * FROM schema_migrations ORDER BY version")
+    core = schema_copy / "0001_core.sql"
+    core.write_text(core.read_text() + "\nCREATE TABLE sneaky (id int);\n")
+    (schema_copy / "0002_next.sql").write_text("CREATE TABLE next_table (id int);")
+    with pytest.raises(MigrationTampered, match="0001_core.sql was changed after it was applied"):
+        await migrations.migrate(fresh, schema_copy)
+    with pytest.raises(MigrationTampered):
+        await migrations.status(fresh, schema_copy)
+    assert await fresh.fetch("SELECT * FROM schema_migrations ORDER BY version") == before
+    assert not {"sneaky", "next_table"} & await _tables(fresh)
+
+
+async def test_missing_applied_file_is_refused(fresh: asyncpg.Connection, schema_copy: Path) -> None:
+    (schema_copy / "0002_extra.sql").write_text("CREATE TABLE extra (id int);")
+    await migrations.migrate(fresh, schema_copy)
+    (schema_copy / "0002_extra.sql").unlink()
+    with pytest.raises(MigrationMissing, match="0002_extra.sql is recorded as applied but its file is missing"):
+        await migrations.migrate(fresh, schema_copy)
+
+
+async def test_failing_migration_leaves_no_half_applied_state(fresh: asyncpg.Connection, schema_copy: Path) -> None:
+    await migrations.migrate(fresh, schema_copy)
+    (schema_copy / "0002_broken.sql").write_text(
+        "CREATE TABLE half (id int);\nINSERT INTO half VALUES (1);\nSELECT no_such_function();\n")
+    with pytest.raises(MigrationError, match="0002_broken.sql failed and was rolled back"):
+        await migrations.migrate(fresh, schema_copy)
+    assert "half" not in await _tables(fresh)
+    assert await fresh.fetchval("SELECT max(version) FROM schema_migrations") == 1
