@@ -16,7 +16,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from ray import serve
 
 import engine
-from actors.conversation_shard import ensure_shards, public_settings
+from actors.conversation_shard import ensure_shards
+from actors.settings import public_settings, secret_runtime_env
 from engine.config import Settings, load_settings
 from engine.db.pool import create_pool, pool_stats
 from engine.health import check_all, postgres_check, redis_check
@@ -138,4 +139,9 @@ class Gateway:
 
 def build(settings: Settings) -> Any:
     """The Serve application graph for these settings (secret-free arguments only)."""
-    return Gateway.options(num_replicas=settings.gateway_replicas).bind(public_settings(settings))
+    actor_options: dict[str, Any] = {"num_cpus": 0}
+    runtime_env = secret_runtime_env(settings)
+    if runtime_env:
+        actor_options["runtime_env"] = runtime_env
+    return Gateway.options(num_replicas=settings.gateway_replicas, ray_actor_options=actor_options).bind(
+        public_settings(settings))

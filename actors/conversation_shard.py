@@ -14,22 +14,15 @@ from typing import Any
 import ray
 
 from actors import NAMESPACE
+from actors.settings import public_settings, secret_runtime_env
 from engine.config import Settings, load_settings
 from engine.conversations.hot_state import ConversationStore
 from engine.db.pool import create_pool
 from engine.logging import configure_logging
-from engine.services import resolve
+from engine.services import database_url
 from engine.sharding import shard_name
 
 log = logging.getLogger("parlo.shard")
-
-# Settings that name secrets never travel as actor arguments (Ray keeps those in its GCS).
-_SECRET_FIELDS = {"database_url", "redis_url"}
-
-
-def public_settings(settings: Settings) -> dict[str, Any]:
-    return {k: v for k, v in settings.model_dump(mode="json").items() if k not in _SECRET_FIELDS and v is not None}
-
 
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=3)
 class ConversationShard:
@@ -44,7 +37,7 @@ class ConversationShard:
         if self._pool is None:
             async with self._starting:
                 if self._pool is None:
-                    pool = await create_pool(resolve(self.settings).database, min_size=1, max_size=4)
+                    pool = await create_pool(database_url(self.settings), min_size=1, max_size=4)
                     count = await self.store.load(pool)
                     self._pool = pool
                     log.info("shard loaded", extra={"shard": self.store.shard_index, "conversations": count})
@@ -71,6 +64,7 @@ def ensure_shards(settings: Settings) -> list[Any]:
     return [
         ConversationShard.options(  # type: ignore[attr-defined]
             name=shard_name(i), namespace=NAMESPACE, lifetime="detached", get_if_exists=True,
+            runtime_env=secret_runtime_env(settings) or None,
         ).remote(i, count, config)
         for i in range(count)
     ]

@@ -25,7 +25,7 @@ from engine.db.pool import connect
 from engine.errors import ParloError
 from engine.logging import configure_logging
 from engine.secrets import mask_text
-from engine.services import resolve
+from engine.services import database_url
 
 console = Console(stderr=True)
 out = Console()
@@ -160,7 +160,7 @@ def tenant_create(ctx: click.Context, name: str, slug: str | None) -> None:
     """Create a tenant called NAME."""
 
     async def run() -> tenants.Tenant:
-        conn = await connect(resolve(_settings(ctx)).database)
+        conn = await connect(database_url(_settings(ctx)))
         try:
             return await tenants.create(conn, name, slug)
         finally:
@@ -177,7 +177,7 @@ def tenant_list(ctx: click.Context, as_json: bool) -> None:
     """List tenants."""
 
     async def run() -> list[dict[str, Any]]:
-        conn = await connect(resolve(_settings(ctx)).database)
+        conn = await connect(database_url(_settings(ctx)))
         try:
             return await tenants.list_all(conn)
         finally:
@@ -210,14 +210,18 @@ def db_migrate(ctx: click.Context, schema_dir: Path | None) -> None:
 
     directory = schema_dir or migrations.SCHEMA_DIR
     pending_total = len(migrations.discover(directory))
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console) as progress:
-        task = progress.add_task("migrating", total=None)
+    if not console.is_terminal:
+        applied = asyncio.run(runtime.migrate(
+            _settings(ctx), lambda m, i, n: console.print(f"applied {m.filename} ({i}/{n})"), directory))
+    else:
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=console, transient=True) as progress:
+            task = progress.add_task("migrating", total=None)
 
-        def on_progress(m: migrations.Migration, index: int, total: int) -> None:
-            progress.update(task, total=total, completed=index, description=f"applied {m.filename}")
+            def on_progress(m: migrations.Migration, index: int, total: int) -> None:
+                progress.update(task, total=total, completed=index, description=f"applied {m.filename}")
 
-        applied = asyncio.run(runtime.migrate(_settings(ctx), on_progress, directory))
+            applied = asyncio.run(runtime.migrate(_settings(ctx), on_progress, directory))
     if applied:
         console.print(f"applied {len(applied)} migration(s): {', '.join(m.filename for m in applied)}")
     else:
@@ -232,7 +236,7 @@ def db_status(ctx: click.Context, as_json: bool, schema_dir: Path | None) -> Non
     """Show which migrations are applied."""
 
     async def run() -> list[migrations.MigrationState]:
-        conn = await connect(resolve(_settings(ctx)).database)
+        conn = await connect(database_url(_settings(ctx)))
         try:
             return await migrations.status(conn, schema_dir or migrations.SCHEMA_DIR)
         finally:

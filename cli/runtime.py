@@ -29,7 +29,7 @@ from engine.embedded import credentials
 from engine.embedded.ports import require_free_port
 from engine.errors import Conflict, ServiceStartFailed, ServiceUnavailable
 from engine.secrets import mask_url
-from engine.services import bootstrap_embedded_database, embedded_postgres, embedded_redis, resolve
+from engine.services import bootstrap_embedded_database, database_url, embedded_postgres, embedded_redis, resolve
 
 log = logging.getLogger("parlo.cli")
 
@@ -99,6 +99,18 @@ def ray_running(settings: Settings) -> bool:
     return any("gcs_server" in " ".join(p.cmdline()) for p in ray_processes(settings) if p.is_running()) and _gcs_answers(settings)
 
 
+def ray_auth_env(settings: Settings) -> dict[str, str]:
+    """Our local Ray head requires a token of its own (kept with the other generated credentials).
+
+    Ray's GCS listens beyond loopback, so the token is what keeps other local users out; an
+    external cluster (PARLO_RAY_ADDRESS) uses whatever RAY_AUTH_* its operator configured.
+    """
+    if not settings.embedded_ray:
+        return {}
+    creds = credentials.load_or_create(settings.home)
+    return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": creds.ray_token}
+
+
 def _ray_executable() -> str:
     candidate = Path(sys.executable).parent / "ray"
     return str(candidate) if candidate.exists() else "ray"
@@ -109,12 +121,9 @@ def start_ray(settings: Settings) -> bool:
         return False
     require_free_port(settings.ray_port, "the local Ray head", "PARLO_RAY_PORT")
     temp_dir = ray_temp_dir(settings)
+    # Secrets of external services reach workers through runtime_env (actors/settings.py), not here.
     env = {**os.environ, **{k: v for k, v in settings.env().items() if k not in ("PARLO_DATABASE_URL", "PARLO_REDIS_URL")},
-           "RAY_USAGE_STATS_ENABLED": "0"}
-    # Secrets of external services reach the workers through the raylet's environment only.
-    for key in ("PARLO_DATABASE_URL", "PARLO_REDIS_URL"):
-        if key in settings.env():
-            env[key] = settings.env()[key]
+           "RAY_USAGE_STATS_ENABLED": "0", **ray_auth_env(settings)}
     log_file = settings.home / "logs" / "ray-start.log"
     log_file.parent.mkdir(parents=True, exist_ok=True)
     with log_file.open("ab") as out:
@@ -159,6 +168,8 @@ def stop_ray(settings: Settings, grace_s: float = 5.0) -> bool:
 
 
 def connect_ray(settings: Settings) -> None:
+    # Ray reads its auth settings when first imported; this process is an edge (the CLI).
+    os.environ.update(ray_auth_env(settings))
     import ray
 
     if ray.is_initialized():
@@ -244,7 +255,7 @@ def wait_healthy(settings: Settings, timeout_s: float) -> dict[str, Any]:
 
 async def migrate(settings: Settings, on_progress: Callable[[migrations.Migration, int, int], None] | None = None,
                   schema_dir: Path = migrations.SCHEMA_DIR) -> list[migrations.Migration]:
-    conn = await connect(resolve(settings).database)
+    conn = await connect(database_url(settings))
     try:
         return await migrations.migrate(conn, schema_dir, on_progress)
     finally:
@@ -254,7 +265,7 @@ async def migrate(settings: Settings, on_progress: Callable[[migrations.Migratio
 async def seed_demo(settings: Settings) -> tuple[bool, dict[str, str]]:
     """Create the demo tenant and its admin once; the password is printed once and kept in home."""
     login_file = settings.home / DEMO_LOGIN_FILE
-    conn = await connect(resolve(settings).database)
+    conn = await connect(database_url(settings))
     try:
         tenant = await tenants.get_by_slug(conn, DEMO_TENANT)
         if tenant is not None:
@@ -278,10 +289,22 @@ async def seed_demo(settings: Settings) -> tuple[bool, dict[str, str]]:
 
 # --- the whole engine ------------------------------------------------------------------------
 
+def preflight(settings: Settings) -> None:
+    """Check every port we will need before starting anything, so a taken port starts nothing."""
+    if settings.embedded_postgres and embedded_postgres(settings).pid() is None:
+        require_free_port(settings.pg_port, "the embedded PostgreSQL", "PARLO_PG_PORT")
+    if settings.embedded_redis and embedded_redis(settings).pid() is None:
+        require_free_port(settings.redis_port, "the embedded Redis", "PARLO_REDIS_PORT")
+    if settings.embedded_ray and not ray_running(settings):
+        require_free_port(settings.ray_port, "the local Ray head", "PARLO_RAY_PORT")
+        require_free_port(settings.http_port, "the Serve HTTP proxy", "PARLO_HTTP_PORT", settings.http_host)
+
+
 def up(settings: Settings, step: Step = _quiet,
        on_migration: Callable[[migrations.Migration, int, int], None] | None = None) -> UpReport:
     started_at = time.monotonic()
     report = UpReport()
+    preflight(settings)
     settings.home.mkdir(parents=True, exist_ok=True)
     creds = credentials.load_or_create(settings.home) if (settings.embedded_postgres or settings.embedded_redis) else None
 

@@ -39,24 +39,28 @@ def app_database_url(settings: Settings, creds: Credentials) -> str:
     return f"postgresql://{APP_ROLE}:{creds.postgres_app}@127.0.0.1:{settings.pg_port}/{APP_DATABASE}"
 
 
-def resolve(settings: Settings) -> ServiceUrls:
-    creds: Credentials | None = None
-    if settings.embedded_postgres or settings.embedded_redis:
-        creds = credentials.load(settings.home)
-        if creds is None:
-            raise ConfigError(f"no embedded services under {settings.home} yet; run `parlo up` first "
-                              "(or set PARLO_DATABASE_URL and PARLO_REDIS_URL)")
+def _embedded_credentials(settings: Settings, what: str) -> Credentials:
+    creds = credentials.load(settings.home)
+    if creds is None:
+        raise ConfigError(f"no embedded {what} under {settings.home} yet; run `parlo up` first "
+                          f"(or set PARLO_{'DATABASE' if what == 'PostgreSQL' else 'REDIS'}_URL)")
+    return creds
+
+
+def database_url(settings: Settings) -> str:
     if settings.database_url is not None:
-        database = settings.database_url.get_secret_value()
-    else:
-        assert creds is not None
-        database = app_database_url(settings, creds)
+        return settings.database_url.get_secret_value()
+    return app_database_url(settings, _embedded_credentials(settings, "PostgreSQL"))
+
+
+def redis_url(settings: Settings) -> str:
     if settings.redis_url is not None:
-        redis = settings.redis_url.get_secret_value()
-    else:
-        assert creds is not None
-        redis = embedded_redis(settings).url(creds.redis)
-    return ServiceUrls(database=database, redis=redis)
+        return settings.redis_url.get_secret_value()
+    return embedded_redis(settings).url(_embedded_credentials(settings, "Redis").redis)
+
+
+def resolve(settings: Settings) -> ServiceUrls:
+    return ServiceUrls(database=database_url(settings), redis=redis_url(settings))
 
 
 async def bootstrap_embedded_database(pg: EmbeddedPostgres, creds: Credentials) -> None:

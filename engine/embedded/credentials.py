@@ -18,10 +18,11 @@ class Credentials:
     postgres_superuser: str
     postgres_app: str
     redis: str
+    ray_token: str
 
     @classmethod
     def generate(cls) -> Credentials:
-        return cls(*(secrets.token_urlsafe(24) for _ in range(3)))
+        return cls(*(secrets.token_urlsafe(24) for _ in range(3)), ray_token=secrets.token_hex(32))
 
 
 def load(home: Path) -> Credentials | None:
@@ -30,7 +31,7 @@ def load(home: Path) -> Credentials | None:
         return None
     try:
         return Credentials(**json.loads(path.read_text()))
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, AttributeError) as exc:
         raise ConfigError(f"{path} is unreadable or damaged ({type(exc).__name__}); restore it or remove {home} to start over") from None
 
 

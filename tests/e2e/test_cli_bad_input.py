@@ -1,0 +1,106 @@
+"""Every bad input to the CLI is one readable line and a non-zero exit, and changes nothing."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+from pathlib import Path
+
+import pytest
+
+from engine.db.migrations import SCHEMA_DIR
+from engine.embedded.ports import free_port
+from tests.e2e.cli import assert_one_line_error, clean_env, parlo
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.mark.parametrize(
+    ("var", "value"),
+    [("PARLO_HTTP_PORT", "abc"), ("PARLO_PG_PORT", "-1"), ("PARLO_CONVERSATION_SHARDS", "0"),
+     ("PARLO_DATABASE_URL", "mysql://root:hunter2@db/x"), ("PARLO_LOG_LEVEL", "chatty")],
+)
+def test_broken_settings(tmp_path: Path, var: str, value: str) -> None:
+    result = parlo("status", env=clean_env(PARLO_HOME=str(tmp_path), **{var: value}))
+    assert_one_line_error(result, var)
+    assert "hunter2" not in result.err
+
+
+def test_unreachable_database_names_it_with_the_password_masked(tmp_path: Path) -> None:
+    url = f"postgresql://parlo:hunter2@127.0.0.1:{free_port()}/parlo"
+    result = parlo("tenant", "list", env=clean_env(PARLO_HOME=str(tmp_path), PARLO_DATABASE_URL=url))
+    assert_one_line_error(result, "cannot reach PostgreSQL", "127.0.0.1")
+    assert "hunter2" not in result.err
+
+
+def test_commands_before_up_say_what_to_do(tmp_path: Path) -> None:
+    result = parlo("tenant", "list", env=clean_env(PARLO_HOME=str(tmp_path / "never-started")))
+    assert_one_line_error(result, "parlo up")
+
+
+def test_port_in_use_starts_nothing(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        port = squatter.getsockname()[1]
+        result = parlo("up", env=clean_env(PARLO_HOME=str(home), PARLO_PG_PORT=str(port),
+                                            PARLO_REDIS_PORT=str(free_port()), PARLO_RAY_PORT=str(free_port()),
+                                            PARLO_HTTP_PORT=str(free_port())))
+    assert_one_line_error(result, f"port {port}", "PARLO_PG_PORT")
+    assert not (home / "postgres" / "postmaster.pid").exists()
+    assert not (home / "redis" / "redis.pid").exists()
+
+
+def test_http_port_in_use_starts_nothing(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        port = squatter.getsockname()[1]
+        result = parlo("up", env=clean_env(PARLO_HOME=str(home), PARLO_HTTP_PORT=str(port),
+                                            PARLO_PG_PORT=str(free_port()), PARLO_REDIS_PORT=str(free_port()),
+                                            PARLO_RAY_PORT=str(free_port())))
+    assert_one_line_error(result, f"port {port}", "PARLO_HTTP_PORT")
+    assert not (home / "postgres" / "postmaster.pid").exists()
+
+
+@pytest.mark.parametrize("args", [("tenant", "create", ""), ("tenant", "create", "x" * 300),
+                                  ("tenant", "create", "ok", "--slug", "Bad Slug!"),
+                                  ("tenant", "create", "bad\x01name")])
+def test_invalid_tenant_names(args: tuple[str, ...], database_url: str, tmp_path: Path) -> None:
+    result = parlo(*args, env=clean_env(PARLO_HOME=str(tmp_path), PARLO_DATABASE_URL=database_url))
+    assert_one_line_error(result, "tenant")
+    listed = parlo("tenant", "list", "--json", env=clean_env(PARLO_HOME=str(tmp_path), PARLO_DATABASE_URL=database_url))
+    assert listed.code == 0 and listed.out.strip() == "[]"
+
+
+def test_unknown_arguments_are_usage_errors(tmp_path: Path) -> None:
+    result = parlo("tenant", "frobnicate", env=clean_env(PARLO_HOME=str(tmp_path)))
+    assert result.code == 2 and "No such command" in result.err and "Traceback" not in result.err
+
+
+def test_tampered_and_missing_migrations(empty_database_url: str, tmp_path: Path) -> None:
+    schema = tmp_path / "schema"
+    shutil.copytree(SCHEMA_DIR, schema)
+    env = clean_env(PARLO_HOME=str(tmp_path), PARLO_DATABASE_URL=empty_database_url)
+    first = parlo("db", "migrate", "--schema-dir", str(schema), env=env)
+    assert first.code == 0, first.err
+    assert "0001_core.sql" in first.err
+
+    core = schema / "0001_core.sql"
+    original = core.read_text()
+    core.write_text(original.replace("CREATE TABLE tenants", "CREATE TABLE tenantz"))
+    (schema / "0002_more.sql").write_text("CREATE TABLE more (id int);")
+    tampered = parlo("db", "migrate", "--schema-dir", str(schema), env=env)
+    assert_one_line_error(tampered, "0001_core.sql was changed after it was applied")
+
+    core.write_text(original)
+    (schema / "0002_more.sql").unlink()
+    (schema / "0003_gap.sql").write_text("CREATE TABLE gap (id int);")
+    gap = parlo("db", "migrate", "--schema-dir", str(schema), env=env)
+    assert_one_line_error(gap, "migration 0002 is missing")
+
+    (schema / "0003_gap.sql").unlink()
+    status = parlo("db", "status", "--json", "--schema-dir", str(schema), env=env)
+    assert status.code == 0 and '"version": 1' in status.out and '"version": 2' not in status.out

@@ -1,0 +1,81 @@
+"""`parlo up` / `parlo down` on a fresh home: healthy, idempotent, and data survives a restart."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from engine.embedded.ports import free_port
+from tests.e2e.cli import clean_env, parlo
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def engine_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    home = tmp_path_factory.mktemp("lifecycle") / "home"
+    env = clean_env(PARLO_HOME=str(home), PARLO_HTTP_PORT=str(free_port()), PARLO_PG_PORT=str(free_port()),
+                    PARLO_REDIS_PORT=str(free_port()), PARLO_RAY_PORT=str(free_port()))
+    yield env
+    parlo("down", env=env)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _health(env: dict[str, str]) -> httpx.Response:
+    return httpx.get(f"http://127.0.0.1:{env['PARLO_HTTP_PORT']}/healthz", timeout=10)
+
+
+def test_up_down_up_keeps_data(engine_env: dict[str, str]) -> None:
+    env = engine_env
+    home = Path(env["PARLO_HOME"])
+
+    first = parlo("up", env=env)
+    assert first.code == 0, first.err
+    assert f"Inbox: http://localhost:{env['PARLO_HTTP_PORT']}/" in first.out
+    login = json.loads((home / "demo-login.json").read_text())
+    assert f"password: {login['password']}" in first.out
+    assert oct((home / "demo-login.json").stat().st_mode & 0o777) == "0o600"
+    health = _health(env)
+    assert health.status_code == 200
+    assert {"postgres", "redis", "ray", "shards"} <= set(health.json()["components"])
+
+    again = parlo("up", env=env)
+    assert again.code == 0 and "already running" in again.err
+    assert login["password"] not in again.out  # the password is printed once
+
+    assert parlo("tenant", "create", "acme", env=env).code == 0
+    listed = json.loads(parlo("tenant", "list", "--json", env=env).out)
+    assert {t["slug"] for t in listed} == {"demo", "acme"}
+
+    status = parlo("status", "--json", env=env)
+    report = json.loads(status.out)
+    assert status.code == 0 and report["status"] == "ok"
+    assert set(report["components"]) == {"postgres", "redis", "ray", "serve", "shards"}
+    assert "****" in report["components"]["postgres"]["url"]
+    creds = json.loads((home / "credentials.json").read_text())
+    assert creds["postgres_app"] not in status.out and creds["redis"] not in status.out
+
+    pids = [report["components"]["postgres"]["pid"], report["components"]["redis"]["pid"]]
+    down = parlo("down", env=env)
+    assert down.code == 0 and "postgres" in down.err
+    assert not any(_alive(pid) for pid in pids)
+    with pytest.raises(httpx.HTTPError):
+        _health(env)
+
+    back = parlo("up", env=env)
+    assert back.code == 0, back.err
+    assert _health(env).status_code == 200
+    listed = json.loads(parlo("tenant", "list", "--json", env=env).out)
+    assert {t["slug"] for t in listed} == {"demo", "acme"}
+    assert json.loads((home / "demo-login.json").read_text()) == login
