@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -12,7 +14,7 @@ import ray
 import redis.asyncio as aioredis
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import FileResponse, JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 from ray import serve
 
 import engine
@@ -35,7 +37,14 @@ api = FastAPI(
 )
 
 
+METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
 class Metrics:
+    """Gateway metrics. Every replica on a node writes them to a shared directory
+    (prometheus_client's multiprocess mode, ``PROMETHEUS_MULTIPROC_DIR``) so that one scrape of
+    ``/metrics``, whichever replica answers it, reports the sum over all live replicas."""
+
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter("parlo_http_requests", "HTTP requests handled by the Gateway",
@@ -43,21 +52,40 @@ class Metrics:
         self.latency = Histogram("parlo_http_request_seconds", "Gateway request latency", ["method", "route"],
                                  registry=self.registry,
                                  buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
-        self.shards = Gauge("parlo_conversation_shards", "Configured ConversationShard actors", registry=self.registry)
-        self.shards_alive = Gauge("parlo_conversation_shards_alive", "ConversationShards that answered the last health check",
-                                  registry=self.registry)
-        self.pool = Gauge("parlo_db_pool_connections", "PostgreSQL pool connections", ["state"], registry=self.registry)
+        self.shards = Gauge("parlo_conversation_shards", "Configured ConversationShard actors",
+                            registry=self.registry, multiprocess_mode="max")
+        self.shards_alive = Gauge("parlo_conversation_shards_alive",
+                                  "ConversationShards that answered the last health check",
+                                  registry=self.registry, multiprocess_mode="max")
+        self.pool = Gauge("parlo_db_pool_connections", "PostgreSQL pool connections, summed over live replicas",
+                          ["state"], registry=self.registry, multiprocess_mode="livesum")
+        self.replicas = Gauge("parlo_gateway_replicas", "Live Gateway replicas reporting",
+                              registry=self.registry, multiprocess_mode="livesum")
+        self.replicas.set(1)
+
+    def exposition(self) -> bytes:
+        if os.environ.get(METRICS_DIR_ENV):
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+            return generate_latest(registry)
+        return generate_latest(self.registry)
 
 
 _metrics: Metrics | None = None
 
 
 def replica_metrics() -> Metrics:
-    """The metrics of this process: one Gateway replica per process, so one registry per process."""
+    """This process's metrics (one Gateway replica per process)."""
     global _metrics
     if _metrics is None:
         _metrics = Metrics()
     return _metrics
+
+
+def reset_metrics_dir(path: Path) -> None:
+    """Called before a fresh deploy: files of replicas that no longer exist must not be summed."""
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True, exist_ok=True)
 
 
 @api.middleware("http")
@@ -79,6 +107,8 @@ class Gateway:
         self.settings: Settings = load_settings(**settings)
         configure_logging(self.settings.log_level, json=self.settings.log_json)
         self.urls = resolve(self.settings)
+        if os.environ.get(METRICS_DIR_ENV):
+            Path(os.environ[METRICS_DIR_ENV]).mkdir(parents=True, exist_ok=True)
         self.metrics = replica_metrics()
         self.metrics.shards.set(self.settings.conversation_shards)
         self.shards = ensure_shards(self.settings)
@@ -97,7 +127,16 @@ class Gateway:
         return self._pool
 
     async def _check_postgres(self) -> Any:
-        return await postgres_check(await self.pool())
+        pool = await self.pool()
+        details = await postgres_check(pool)
+        for state, value in pool_stats(pool).items():
+            self.metrics.pool.labels(state).set(value)
+        return details
+
+    def __del__(self) -> None:
+        # Serve calls this when it stops the replica: its live gauges leave the sums.
+        if os.environ.get(METRICS_DIR_ENV):
+            multiprocess.mark_process_dead(os.getpid())
 
     async def _check_redis(self) -> Any:
         return await redis_check(self.redis)
@@ -127,10 +166,7 @@ class Gateway:
 
     @api.get("/metrics", summary="Prometheus metrics of this Gateway replica")
     async def metrics_text(self) -> Response:
-        if self._pool is not None:
-            for state, value in pool_stats(self._pool).items():
-                self.metrics.pool.labels(state).set(value)
-        return Response(generate_latest(self.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(self.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     @api.get("/", include_in_schema=False)
     async def index(self) -> FileResponse:
@@ -139,9 +175,8 @@ class Gateway:
 
 def build(settings: Settings) -> Any:
     """The Serve application graph for these settings (secret-free arguments only)."""
-    actor_options: dict[str, Any] = {"num_cpus": 0}
     runtime_env = secret_runtime_env(settings)
-    if runtime_env:
-        actor_options["runtime_env"] = runtime_env
+    runtime_env.setdefault("env_vars", {})[METRICS_DIR_ENV] = str(settings.home / "metrics")
+    actor_options: dict[str, Any] = {"num_cpus": 0, "runtime_env": runtime_env}
     return Gateway.options(num_replicas=settings.gateway_replicas, ray_actor_options=actor_options).bind(
         public_settings(settings))

@@ -26,7 +26,7 @@ from engine.config import Settings
 from engine.db import migrations
 from engine.db.pool import connect
 from engine.embedded import credentials
-from engine.embedded.ports import require_free_port
+from engine.embedded.ports import free_port, require_free_port
 from engine.errors import Conflict, ServiceStartFailed, ServiceUnavailable
 from engine.secrets import mask_url
 from engine.services import bootstrap_embedded_database, database_url, embedded_postgres, embedded_redis, resolve
@@ -130,6 +130,8 @@ def start_ray(settings: Settings) -> bool:
         result = subprocess.run(
             [_ray_executable(), "start", "--head", f"--port={settings.ray_port}", f"--num-cpus={settings.ray_num_cpus}",
              "--include-dashboard=false", "--node-ip-address=127.0.0.1", f"--temp-dir={temp_dir}",
+             # the agent's default port (52365) is fixed: a second Ray on the machine would collide
+             f"--dashboard-agent-listen-port={free_port()}",
              "--disable-usage-stats"],
             stdout=out, stderr=subprocess.STDOUT, env=env, cwd=settings.home,
         )
@@ -207,6 +209,7 @@ def deploy_serve(settings: Settings) -> bool:
     if current is None and not _http_answers(settings):
         require_free_port(settings.http_port, "the Serve HTTP proxy", "PARLO_HTTP_PORT", settings.http_host)
     serve.start(http_options={"host": settings.http_host, "port": settings.http_port})
+    serve_app.reset_metrics_dir(settings.home / "metrics")
     serve.run(serve_app.build(settings), name=serve_app.APP_NAME, route_prefix="/", blocking=False)
     return True
 

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
+from collections.abc import Iterator
+from pathlib import Path
 
 import asyncpg
 import httpx
 import pytest
 
 from engine import tenants
+from pydantic import SecretStr
+
 from engine.config import Settings
+from engine.embedded.redis import EmbeddedRedis
 from engine.embedded.ports import free_port
 from engine.sharding import shard_of
 
@@ -19,14 +25,11 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def shards(ray_cluster: None, settings: Settings):  # noqa: ANN201
-    import ray
-
     from actors.conversation_shard import ensure_shards
 
     handles = ensure_shards(settings)
     yield handles
-    for handle in handles:
-        ray.kill(handle, no_restart=True)
+    _kill_shards(settings)
 
 
 async def _open_conversation(db: asyncpg.Connection) -> tuple[uuid.UUID, uuid.UUID]:
@@ -78,7 +81,9 @@ async def test_shard_rebuilds_its_state_from_postgres_after_a_crash(shards: list
     assert (await owner.get.remote(str(cid)))["id"] == cid
 
 
-def test_gateway_serves_health_metrics_docs_and_the_inbox(ray_cluster: None, settings: Settings) -> None:
+@contextlib.contextmanager
+def serve_app_running(settings: Settings, name: str) -> Iterator[str]:
+    """Run the real Serve app for these settings on a free port; yield its base URL."""
     from ray import serve
 
     import serve_app
@@ -86,32 +91,90 @@ def test_gateway_serves_health_metrics_docs_and_the_inbox(ray_cluster: None, set
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     try:
-        serve.run(serve_app.build(settings.model_copy(update={"gateway_replicas": 1})), name="parlo-test",
-                  route_prefix="/", blocking=False)
-        deadline = time.monotonic() + 90
-        base = f"http://127.0.0.1:{port}"
-        while True:
-            try:
-                response = httpx.get(f"{base}/healthz", timeout=10)
-                if response.status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "gateway never became healthy"
-            time.sleep(0.5)
-        report = response.json()
+        serve.run(serve_app.build(settings), name=name, route_prefix="/", blocking=False)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        serve.delete(name)
+        serve.shutdown()
+        _kill_shards(settings)
+
+
+def _kill_shards(settings: Settings) -> None:
+    """Shards are detached: without this they would outlive the test, holding its settings."""
+    import ray
+
+    from actors import NAMESPACE
+    from engine.sharding import shard_name
+
+    for i in range(settings.conversation_shards):
+        try:
+            ray.kill(ray.get_actor(shard_name(i), namespace=NAMESPACE), no_restart=True)
+        except ValueError:
+            pass
+
+
+def wait_for_health(base: str, want: int, timeout_s: float = 90) -> httpx.Response:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            response = httpx.get(f"{base}/healthz", timeout=15)
+            if response.status_code == want:
+                return response
+        except httpx.HTTPError:
+            pass
+        assert time.monotonic() < deadline, f"/healthz never answered {want}"
+        time.sleep(0.5)
+
+
+def test_gateway_serves_health_metrics_docs_and_the_inbox(ray_cluster: None, settings: Settings) -> None:
+    with serve_app_running(settings, "parlo-test") as base:
+        report = wait_for_health(base, 200).json()
         assert set(report["components"]) == {"postgres", "redis", "ray", "shards"}
         assert all(c["status"] == "ok" and c["latency_ms"] >= 0 for c in report["components"].values())
         assert report["components"]["shards"]["count"] == settings.conversation_shards
 
+        before = _healthz_count(httpx.get(f"{base}/metrics", timeout=10).text)
+        for _ in range(12):
+            assert httpx.get(f"{base}/healthz", timeout=15).status_code == 200
         metrics = httpx.get(f"{base}/metrics", timeout=10).text
-        assert 'parlo_http_requests_total{method="GET",route="/healthz",status="200"}' in metrics
+        # Both replicas answer requests; whichever answers the scrape reports the sum of both.
+        assert "parlo_gateway_replicas 2.0" in metrics
+        assert _healthz_count(metrics) == before + 12
         assert "parlo_conversation_shards 4.0" in metrics
         assert 'parlo_db_pool_connections{state="size"}' in metrics
+        assert 'parlo_http_request_seconds_bucket{le="0.005",method="GET",route="/healthz"}' in metrics
+
         assert "/healthz" in httpx.get(f"{base}/openapi.json", timeout=10).json()["paths"]
         assert httpx.get(f"{base}/docs", timeout=10).status_code == 200
         assert "Parlo" in httpx.get(f"{base}/", timeout=10).text
         assert httpx.get(f"{base}/no-such-page", timeout=10).status_code == 404
+
+
+def _healthz_count(metrics: str) -> float:
+    line = next((ln for ln in metrics.splitlines()
+                 if ln.startswith('parlo_http_requests_total{method="GET",route="/healthz",status="200"}')), None)
+    return float(line.rsplit(" ", 1)[1]) if line else 0.0
+
+
+def test_gateway_answers_503_naming_the_components_that_are_down(ray_cluster: None, settings: Settings,
+                                                                 tmp_path: Path) -> None:
+    doomed = EmbeddedRedis(tmp_path / "redis", free_port(), tmp_path / "redis.log")
+    doomed.start("pw-doomed-redis")
+    broken = settings.model_copy(update={
+        "gateway_replicas": 1,
+        "redis_url": SecretStr(doomed.url("pw-doomed-redis")),
+        "database_url": SecretStr(f"postgresql://parlo:pw-dead@127.0.0.1:{free_port()}/parlo"),
+        "health_timeout_s": 1.0,
+    })
+    try:
+        with serve_app_running(broken, "parlo-broken") as base:
+            doomed.stop()
+            response = wait_for_health(base, 503)
+            components = response.json()["components"]
+            assert components["postgres"]["status"] == "error"
+            assert "cannot reach PostgreSQL" in components["postgres"]["error"]
+            assert "pw-dead" not in response.text
+            assert components["redis"]["status"] == "error"
+            assert components["ray"]["status"] == "ok"
     finally:
-        serve.delete("parlo-test")
-        serve.shutdown()
+        doomed.stop()
