@@ -23,7 +23,7 @@ from engine.config import Settings, load_settings
 from engine.db import migrations
 from engine.db.pool import connect
 from engine.errors import ParloError
-from engine.logging import configure_logging
+from engine.logging import configure_logging, log_context
 from engine.secrets import mask_text
 from engine.services import database_url
 
@@ -167,6 +167,8 @@ def tenant_create(ctx: click.Context, name: str, slug: str | None) -> None:
             await conn.close()
 
     created = asyncio.run(run())
+    with log_context(tenant=created.slug):
+        log.info("tenant created", extra={"tenant_id": str(created.id)})
     out.print(f"created tenant {created.slug} ({created.id})")
 
 

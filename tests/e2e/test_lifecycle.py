@@ -79,3 +79,27 @@ def test_up_down_up_keeps_data(engine_env: dict[str, str]) -> None:
     listed = json.loads(parlo("tenant", "list", "--json", env=env).out)
     assert {t["slug"] for t in listed} == {"demo", "acme"}
     assert json.loads((home / "demo-login.json").read_text()) == login
+
+    tail = parlo("logs", "postgres", "-n", "3", env=env)
+    assert tail.code == 0 and 0 < len(tail.out.splitlines()) <= 3
+    engine_log = parlo("logs", "engine", "-n", "1000", env=env)
+    assert engine_log.code == 0
+    entries = [json.loads(line) for line in engine_log.out.splitlines()]
+    assert any(e.get("tenant") == "acme" and e["msg"] == "tenant created" for e in entries)
+
+
+def test_no_secret_is_written_to_any_log(engine_env: dict[str, str]) -> None:
+    from cli.runtime import ray_temp_dir
+    from engine.config import Settings
+
+    home = Path(engine_env["PARLO_HOME"])
+    secrets = [*json.loads((home / "credentials.json").read_text()).values(),
+               json.loads((home / "demo-login.json").read_text())["password"]]
+    settings = Settings(home=home, _env_file=None)  # type: ignore[call-arg]
+    log_files = [p for root in (home / "logs", ray_temp_dir(settings))
+                 for p in root.rglob("*") if p.is_file() and p.suffix in (".log", ".jsonl", ".out", ".err", ".txt")]
+    assert len(log_files) > 5
+    for path in log_files:
+        text = path.read_text(errors="replace")
+        for secret in secrets:
+            assert secret not in text, f"a secret leaked into {path}"
