@@ -17,6 +17,7 @@ from pathlib import Path
 
 import psutil
 
+from engine.embedded.logs import log_tail
 from engine.embedded.ports import require_free_port
 from engine.errors import ServiceStartFailed
 
@@ -132,7 +133,7 @@ class EmbeddedPostgres:
             capture_output=True, text=True, **run_as,  # type: ignore[call-overload]
         )
         if result.returncode != 0:
-            raise ServiceStartFailed(f"PostgreSQL did not start on port {self.port}: {self._log_tail()}")
+            raise ServiceStartFailed(f"PostgreSQL did not start on port {self.port}: {log_tail(self.log_file, ('FATAL', 'ERROR'))}")
         return True
 
     def stop(self, timeout_s: float = 30.0) -> bool:
@@ -148,11 +149,3 @@ class EmbeddedPostgres:
         while self.pid() is not None and time.monotonic() < deadline:
             time.sleep(0.1)
         return True
-
-    def _log_tail(self) -> str:
-        try:
-            lines = [ln for ln in self.log_file.read_text(errors="replace").splitlines() if ln.strip()]
-        except OSError:
-            return "no log written"
-        errors = [ln for ln in lines if "FATAL" in ln or "ERROR" in ln]
-        return (errors or lines or ["no log written"])[-1].strip()

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import psutil
 
+from engine.embedded.logs import log_tail
 from engine.embedded.ports import require_free_port
 from engine.errors import ServiceStartFailed
 
@@ -70,7 +71,7 @@ class EmbeddedRedis:
             if self.pid() is not None and self._answers(password):
                 return True
             time.sleep(0.05)
-        raise ServiceStartFailed(f"Redis did not start on port {self.port}: {result.stderr.strip() or self._log_tail()}")
+        raise ServiceStartFailed(f"Redis did not start on port {self.port}: {result.stderr.strip() or log_tail(self.log_file)}")
 
     def _answers(self, password: str) -> bool:
         import redis
@@ -95,10 +96,3 @@ class EmbeddedRedis:
         except psutil.TimeoutExpired:
             proc.kill()
         return True
-
-    def _log_tail(self) -> str:
-        try:
-            lines = [ln for ln in self.log_file.read_text(errors="replace").splitlines() if ln.strip()]
-        except OSError:
-            return "no log written"
-        return lines[-1] if lines else "no log written"

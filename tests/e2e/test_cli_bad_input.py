@@ -38,31 +38,19 @@ def test_commands_before_up_say_what_to_do(tmp_path: Path) -> None:
     assert_one_line_error(result, "parlo up")
 
 
-def test_port_in_use_starts_nothing(tmp_path: Path) -> None:
+@pytest.mark.parametrize("taken", ["PARLO_PG_PORT", "PARLO_REDIS_PORT", "PARLO_RAY_PORT", "PARLO_HTTP_PORT"])
+def test_port_in_use_starts_nothing(tmp_path: Path, taken: str) -> None:
     home = tmp_path / "home"
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", 0))
         squatter.listen()
         port = squatter.getsockname()[1]
-        result = parlo("up", env=clean_env(PARLO_HOME=str(home), PARLO_PG_PORT=str(port),
-                                            PARLO_REDIS_PORT=str(free_port()), PARLO_RAY_PORT=str(free_port()),
-                                            PARLO_HTTP_PORT=str(free_port())))
-    assert_one_line_error(result, f"port {port}", "PARLO_PG_PORT")
+        ports = {var: str(free_port()) for var in ("PARLO_PG_PORT", "PARLO_REDIS_PORT", "PARLO_RAY_PORT", "PARLO_HTTP_PORT")}
+        ports[taken] = str(port)
+        result = parlo("up", env=clean_env(PARLO_HOME=str(home), **ports))
+    assert_one_line_error(result, f"port {port}", taken)
     assert not (home / "postgres" / "postmaster.pid").exists()
     assert not (home / "redis" / "redis.pid").exists()
-
-
-def test_http_port_in_use_starts_nothing(tmp_path: Path) -> None:
-    home = tmp_path / "home"
-    with socket.socket() as squatter:
-        squatter.bind(("127.0.0.1", 0))
-        squatter.listen()
-        port = squatter.getsockname()[1]
-        result = parlo("up", env=clean_env(PARLO_HOME=str(home), PARLO_HTTP_PORT=str(port),
-                                            PARLO_PG_PORT=str(free_port()), PARLO_REDIS_PORT=str(free_port()),
-                                            PARLO_RAY_PORT=str(free_port())))
-    assert_one_line_error(result, f"port {port}", "PARLO_HTTP_PORT")
-    assert not (home / "postgres" / "postmaster.pid").exists()
 
 
 @pytest.mark.parametrize("args", [("tenant", "create", ""), ("tenant", "create", "x" * 300),
