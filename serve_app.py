@@ -1,6 +1,7 @@
 """The Ray Serve application ``parlo``: the Gateway ingress (FastAPI) and its wiring."""
 
-from __future__ import annotations
+# No `from __future__ import annotations` here: FastAPI resolves route annotations at runtime,
+# and Serve re-creates the ingress class in another module where string annotations break.
 
 import asyncio
 import logging
@@ -13,17 +14,24 @@ from typing import Any
 import ray
 import redis.asyncio as aioredis
 from fastapi import FastAPI, Request, Response
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 from ray import serve
 
 import engine
 from actors.conversation_shard import ensure_shards
+from actors.outbox_dispatcher import ensure_dispatcher
 from actors.settings import public_settings, secret_runtime_env
+from engine import events
 from engine.config import Settings, load_settings
+from engine.crypto import secret_box
 from engine.db.pool import create_pool, pool_stats
+from engine.errors import ParloError
 from engine.health import check_all, postgres_check, redis_check
 from engine.logging import configure_logging
+from engine.sharding import shard_of
+from engine.whatsapp.ingest import IngestResult
+from engine.whatsapp.webhook import WebhookReceiver
 from engine.services import resolve
 
 APP_NAME = "parlo"
@@ -112,10 +120,43 @@ class Gateway:
         self.metrics = replica_metrics()
         self.metrics.shards.set(self.settings.conversation_shards)
         self.shards = ensure_shards(self.settings)
+        self.dispatcher = ensure_dispatcher(self.settings)
+        self.dispatcher.start.remote()  # idempotent; the actor also starts itself after a restart
         self.redis = aioredis.from_url(self.urls.redis, socket_timeout=self.settings.health_timeout_s,
                                        socket_connect_timeout=self.settings.health_timeout_s)
         self._pool: Any = None
         self._pool_lock = asyncio.Lock()
+        self._box = secret_box(self.settings)
+        self._receiver: WebhookReceiver | None = None
+        self._background: set[asyncio.Task[None]] = set()
+
+    async def receiver(self) -> WebhookReceiver:
+        if self._receiver is None:
+            self._receiver = WebhookReceiver(await self.pool(), self._box, max_bytes=self.settings.webhook_max_bytes)
+        return self._receiver
+
+    def _after_commit(self, result: IngestResult) -> None:
+        """Hand committed changes to the shards and the live streams without delaying Meta's 200."""
+        task = asyncio.create_task(self._publish(result))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _publish(self, result: IngestResult) -> None:
+        by_shard: dict[int, list[str]] = {}
+        touched = set(result.conversations) | {c.conversation_id for c in result.status_changes}
+        for conversation_id in touched:
+            by_shard.setdefault(shard_of(conversation_id, len(self.shards)), []).append(str(conversation_id))
+        for index, ids in by_shard.items():
+            self.shards[index].refresh.remote(ids)  # the shard re-reads PostgreSQL; nothing to lose if it is down
+        maxlen = self.settings.events_stream_maxlen
+        for m in result.new_messages:
+            await events.publish(self.redis, m.tenant_id, "message.created",
+                                 {"conversation_id": m.conversation_id, "message_id": m.message_id, "wamid": m.wamid,
+                                  "type": m.type, "text": m.text, "occurred_at": m.occurred_at}, maxlen=maxlen)
+        for c in result.status_changes:
+            await events.publish(self.redis, c.tenant_id, "message.status",
+                                 {"conversation_id": c.conversation_id, "message_id": c.message_id, "wamid": c.wamid,
+                                  "status": c.status}, maxlen=maxlen)
 
     async def pool(self) -> Any:
         if self._pool is None:
@@ -167,6 +208,39 @@ class Gateway:
     @api.get("/metrics", summary="Prometheus metrics of this Gateway replica")
     async def metrics_text(self) -> Response:
         return Response(self.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+
+    @api.get("/webhooks/whatsapp", summary="Meta's webhook verification handshake", response_class=PlainTextResponse)
+    async def whatsapp_handshake(self, request: Request) -> Response:
+        params = request.query_params
+        try:
+            challenge = await (await self.receiver()).handshake(
+                params.get("hub.mode"), params.get("hub.verify_token"), params.get("hub.challenge"))
+        except ParloError as exc:
+            return PlainTextResponse(str(exc), status_code=503)
+        if challenge is None:
+            return PlainTextResponse("verification failed", status_code=403)
+        return PlainTextResponse(challenge)
+
+    @api.post("/webhooks/whatsapp", summary="Signed WhatsApp Cloud API notifications")
+    async def whatsapp_webhook(self, request: Request) -> Response:
+        limit = self.settings.webhook_max_bytes
+        declared = request.headers.get("content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > limit):
+            return JSONResponse({"error": f"body larger than {limit} bytes"}, status_code=413)
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limit:
+                return JSONResponse({"error": f"body larger than {limit} bytes"}, status_code=413)
+        try:
+            receiver = await self.receiver()
+        except ParloError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=503)
+        outcome = await receiver.receive(bytes(body), request.headers.get("x-hub-signature-256"))
+        if outcome.result is not None:
+            self._after_commit(outcome.result)
+        return JSONResponse({"status": outcome.detail} if outcome.status == 200 else {"error": outcome.detail},
+                            status_code=outcome.status)
 
     @api.get("/", include_in_schema=False)
     async def index(self) -> FileResponse:

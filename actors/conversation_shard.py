@@ -52,6 +52,12 @@ class ConversationShard:
         state = await self.store.get(pool, uuid.UUID(conversation_id))
         return state.as_dict() if state else None
 
+    async def refresh(self, conversation_ids: list[str]) -> int:
+        """PostgreSQL changed these conversations: re-read them. Returns how many are open."""
+        pool = await self._ready()
+        states = [await self.store.refresh(pool, uuid.UUID(cid)) for cid in conversation_ids]
+        return sum(1 for s in states if s is not None)
+
     async def reload(self) -> int:
         pool = await self._ready()
         return await self.store.load(pool)

@@ -35,6 +35,24 @@ class Settings(BaseSettings):
     redis_url: SecretStr | None = None
     ray_address: str | None = None
 
+    # Fernet key (urlsafe base64, 32 bytes) encrypting channel secrets at rest. Unset with an
+    # embedded home: one is generated into <home>/credentials.json.
+    secret_key: SecretStr | None = None
+
+    # WhatsApp Cloud API.
+    graph_base_url: str = "https://graph.facebook.com"
+    graph_api_version: str = Field(default="v21.0", pattern=r"^v\d+\.\d+$")
+    webhook_max_bytes: int = Field(default=3 * 1024 * 1024, ge=1024, le=64 * 1024 * 1024)
+    outbound_rate_per_number: float = Field(default=80.0, gt=0, le=10_000)
+    outbound_rate_per_recipient: float = Field(default=1.0, gt=0, le=1_000)
+    outbound_recipient_burst: int = Field(default=5, ge=1, le=1_000)
+    outbox_max_attempts: int = Field(default=8, ge=1, le=100)
+    outbox_base_delay_s: float = Field(default=1.0, gt=0, le=3600)
+    outbox_max_delay_s: float = Field(default=300.0, gt=0, le=86_400)
+    outbox_lease_s: float = Field(default=120.0, ge=5, le=86_400)
+    graph_timeout_s: float = Field(default=20.0, gt=0, le=600)
+    events_stream_maxlen: int = Field(default=10_000, ge=100, le=10_000_000)
+
     # Ports of the embedded services and of the HTTP ingress.
     pg_port: Port = Field(default=54329, ge=1, le=65535)
     redis_port: Port = Field(default=63799, ge=1, le=65535)
@@ -71,6 +89,22 @@ class Settings(BaseSettings):
     def _redis_scheme(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and not value.get_secret_value().startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("must start with redis://, rediss:// or unix://")
+        return value
+
+    @field_validator("secret_key")
+    @classmethod
+    def _fernet_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            import base64
+            import binascii
+
+            try:
+                raw = base64.urlsafe_b64decode(value.get_secret_value().encode())
+            except (binascii.Error, ValueError):
+                raw = b""
+            if len(raw) != 32:
+                raise ValueError("must be a Fernet key: 32 bytes, urlsafe base64 (generate one with "
+                                 "`python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'`)")
         return value
 
     @property
@@ -110,6 +144,6 @@ def load_settings(**overrides: object) -> Settings:
         problems = []
         for err in exc.errors():
             field = ".".join(str(p) for p in err["loc"]) or "settings"
-            shown = "" if "url" in field else f" (got {err.get('input')!r})"
+            shown = "" if ("url" in field or "key" in field) else f" (got {err.get('input')!r})"
             problems.append(f"PARLO_{field.upper()}: {err['msg']}{shown}")
         raise ConfigError("invalid configuration: " + "; ".join(problems)) from None

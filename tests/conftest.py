@@ -146,8 +146,10 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisHarn
 
 @pytest.fixture
 def settings(tmp_path: Path, database_url: str, redis_server: RedisHarness) -> Settings:
+    from cryptography.fernet import Fernet
+
     return Settings(home=tmp_path / "home", database_url=database_url, redis_url=redis_server.url,
-                    _env_file=None)  # type: ignore[call-arg]
+                    secret_key=Fernet.generate_key().decode(), _env_file=None)  # type: ignore[call-arg]
 
 
 @pytest.fixture(scope="session")

@@ -79,16 +79,46 @@ def test_tampered_and_missing_migrations(empty_database_url: str, tmp_path: Path
     core = schema / "0001_core.sql"
     original = core.read_text()
     core.write_text(original.replace("CREATE TABLE tenants", "CREATE TABLE tenantz"))
-    (schema / "0002_more.sql").write_text("CREATE TABLE more (id int);")
+    nxt = len(list(schema.glob("*.sql"))) + 1
+    (schema / f"{nxt:04d}_more.sql").write_text("CREATE TABLE more (id int);")
     tampered = parlo("db", "migrate", "--schema-dir", str(schema), env=env)
     assert_one_line_error(tampered, "0001_core.sql was changed after it was applied")
 
     core.write_text(original)
-    (schema / "0002_more.sql").unlink()
-    (schema / "0003_gap.sql").write_text("CREATE TABLE gap (id int);")
+    (schema / f"{nxt:04d}_more.sql").unlink()
+    (schema / f"{nxt + 1:04d}_gap.sql").write_text("CREATE TABLE gap (id int);")
     gap = parlo("db", "migrate", "--schema-dir", str(schema), env=env)
-    assert_one_line_error(gap, "migration 0002 is missing")
+    assert_one_line_error(gap, f"migration {nxt:04d} is missing")
 
-    (schema / "0003_gap.sql").unlink()
+    (schema / f"{nxt + 1:04d}_gap.sql").unlink()
     status = parlo("db", "status", "--json", "--schema-dir", str(schema), env=env)
-    assert status.code == 0 and '"version": 1' in status.out and '"version": 2' not in status.out
+    assert status.code == 0 and f'"version": {nxt - 1}' in status.out and f'"version": {nxt}' not in status.out
+
+
+def test_channel_commands_never_print_secrets(database_url: str, tmp_path: Path) -> None:
+    from cryptography.fernet import Fernet
+
+    env = clean_env(PARLO_HOME=str(tmp_path), PARLO_DATABASE_URL=database_url,
+                    PARLO_SECRET_KEY=Fernet.generate_key().decode())
+    assert parlo("tenant", "create", "acme", env=env).code == 0
+    secrets = ["--app-secret", "appsecret-XYZ", "--verify-token", "verify-XYZ", "--access-token", "token-XYZ"]
+    added = parlo("channel", "add", "--tenant", "acme", "--phone-number-id", "1065", "--waba-id", "2001", *secrets,
+                  env=env)
+    assert added.code == 0, added.err
+    again = parlo("channel", "add", "--tenant", "acme", "--phone-number-id", "1065", "--waba-id", "2001", *secrets,
+                  env=env)
+    assert_one_line_error(again, "already registered")
+    missing = parlo("channel", "add", "--tenant", "nobody", "--phone-number-id", "1066", "--waba-id", "2001", *secrets,
+                    env=env)
+    assert_one_line_error(missing, "no tenant 'nobody'")
+    bad = parlo("channel", "add", "--tenant", "acme", "--phone-number-id", "+39 333", "--waba-id", "2001", *secrets,
+                env=env)
+    assert_one_line_error(bad, "digits only")
+    listed = parlo("channel", "list", "--json", env=env)
+    assert '"phone_number_id": "1065"' in listed.out
+    removed = parlo("channel", "remove", "1065", env=env)
+    assert removed.code == 0
+    assert_one_line_error(parlo("channel", "remove", "1065", env=env), "no active channel")
+    everything = "".join(r.out + r.err for r in (added, again, missing, bad, listed, removed))
+    everything += (tmp_path / "logs" / "parlo.jsonl").read_text()
+    assert "XYZ" not in everything

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from engine.db import migrations
 from tests.conftest import PostgresHarness, RedisHarness
 from tests.e2e.cli import clean_env, parlo
 
@@ -26,7 +27,7 @@ def test_cli_against_a_separately_started_postgres(postgres: PostgresHarness, em
     result = parlo("status", "--json", env=env)
     report = json.loads(result.out)
     pg = report["components"]["postgres"]
-    assert pg["mode"] == "external" and pg["status"] == "ok" and pg["schema_version"] == 1
+    assert pg["mode"] == "external" and pg["status"] == "ok" and pg["schema_version"] == len(migrations.discover())
     assert f":{postgres.server.port}/" in pg["url"]
     assert postgres.creds.postgres_app not in result.out and "****" in pg["url"]
     assert report["components"]["redis"]["status"] == "ok"

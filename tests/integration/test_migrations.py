@@ -14,7 +14,7 @@ from engine.errors import MigrationError, MigrationMissing, MigrationTampered
 pytestmark = pytest.mark.integration
 
 TENANT_OWNED = ("users", "channels", "contacts", "conversations", "messages", "message_statuses",
-                "webhook_receipts", "outbox", "audit_log")
+                "webhook_receipts", "outbox", "audit_log", "media", "templates")
 
 
 @pytest.fixture
@@ -29,6 +29,9 @@ def schema_copy(tmp_path: Path) -> Path:
     target = tmp_path / "schema"
     shutil.copytree(SCHEMA_DIR, target)
     return target
+
+
+NEXT = len(migrations.discover()) + 1
 
 
 async def _tables(conn: asyncpg.Connection) -> set[str]:
@@ -65,7 +68,7 @@ async def test_tampered_migration_is_refused_and_nothing_changes(fresh: asyncpg.
     before = await fresh.fetch("SELECT * FROM schema_migrations ORDER BY version")
     core = schema_copy / "0001_core.sql"
     core.write_text(core.read_text() + "\nCREATE TABLE sneaky (id int);\n")
-    (schema_copy / "0002_next.sql").write_text("CREATE TABLE next_table (id int);")
+    (schema_copy / f"{NEXT:04d}_next.sql").write_text("CREATE TABLE next_table (id int);")
     with pytest.raises(MigrationTampered, match="0001_core.sql was changed after it was applied"):
         await migrations.migrate(fresh, schema_copy)
     with pytest.raises(MigrationTampered):
@@ -75,18 +78,18 @@ async def test_tampered_migration_is_refused_and_nothing_changes(fresh: asyncpg.
 
 
 async def test_missing_applied_file_is_refused(fresh: asyncpg.Connection, schema_copy: Path) -> None:
-    (schema_copy / "0002_extra.sql").write_text("CREATE TABLE extra (id int);")
+    (schema_copy / f"{NEXT:04d}_extra.sql").write_text("CREATE TABLE extra (id int);")
     await migrations.migrate(fresh, schema_copy)
-    (schema_copy / "0002_extra.sql").unlink()
-    with pytest.raises(MigrationMissing, match="0002_extra.sql is recorded as applied but its file is missing"):
+    (schema_copy / f"{NEXT:04d}_extra.sql").unlink()
+    with pytest.raises(MigrationMissing, match=f"{NEXT:04d}_extra.sql is recorded as applied but its file is missing"):
         await migrations.migrate(fresh, schema_copy)
 
 
 async def test_failing_migration_leaves_no_half_applied_state(fresh: asyncpg.Connection, schema_copy: Path) -> None:
     await migrations.migrate(fresh, schema_copy)
-    (schema_copy / "0002_broken.sql").write_text(
+    (schema_copy / f"{NEXT:04d}_broken.sql").write_text(
         "CREATE TABLE half (id int);\nINSERT INTO half VALUES (1);\nSELECT no_such_function();\n")
-    with pytest.raises(MigrationError, match="0002_broken.sql failed and was rolled back"):
+    with pytest.raises(MigrationError, match=f"{NEXT:04d}_broken.sql failed and was rolled back"):
         await migrations.migrate(fresh, schema_copy)
     assert "half" not in await _tables(fresh)
-    assert await fresh.fetchval("SELECT max(version) FROM schema_migrations") == 1
+    assert await fresh.fetchval("SELECT max(version) FROM schema_migrations") == NEXT - 1

@@ -100,15 +100,17 @@ def serve_app_running(settings: Settings, name: str) -> Iterator[str]:
 
 
 def _kill_shards(settings: Settings) -> None:
-    """Shards are detached: without this they would outlive the test, holding its settings."""
+    """Shards and the dispatcher are detached: without this they would outlive the test, holding its settings."""
     import ray
 
     from actors import NAMESPACE
     from engine.sharding import shard_name
 
-    for i in range(settings.conversation_shards):
+    from actors.outbox_dispatcher import NAME as DISPATCHER
+
+    for name in [shard_name(i) for i in range(settings.conversation_shards)] + [DISPATCHER]:
         try:
-            ray.kill(ray.get_actor(shard_name(i), namespace=NAMESPACE), no_restart=True)
+            ray.kill(ray.get_actor(name, namespace=NAMESPACE), no_restart=True)
         except ValueError:
             pass
 

@@ -1,0 +1,69 @@
+-- name: insert_receipt
+INSERT INTO webhook_receipts (tenant_id, channel_id, body_sha256, body, messages, statuses, duplicates, rejected)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+RETURNING id;
+
+-- name: upsert_contact
+INSERT INTO contacts (tenant_id, wa_id, profile_name)
+VALUES ($1, $2, $3)
+ON CONFLICT (tenant_id, wa_id) DO UPDATE
+    SET profile_name = COALESCE(EXCLUDED.profile_name, contacts.profile_name),
+        updated_at = now()
+RETURNING id;
+
+-- name: find_active_conversation
+SELECT id FROM conversations
+WHERE tenant_id = $1 AND channel_id = $2 AND contact_id = $3 AND status <> 'resolved';
+
+-- name: create_conversation
+INSERT INTO conversations (tenant_id, channel_id, contact_id)
+VALUES ($1, $2, $3)
+ON CONFLICT (tenant_id, channel_id, contact_id) WHERE status <> 'resolved' DO NOTHING
+RETURNING id;
+
+-- name: insert_inbound_message
+INSERT INTO messages (tenant_id, conversation_id, channel_id, direction, wamid, type, body, payload, status,
+                      context_wamid, occurred_at)
+VALUES ($1, $2, $3, 'inbound', $4, $5, $6, $7, 'received', $8, $9)
+ON CONFLICT (tenant_id, wamid) DO NOTHING
+RETURNING id;
+
+-- name: touch_conversation_inbound
+UPDATE conversations
+SET last_inbound_at = GREATEST(last_inbound_at, $2),
+    last_message_at = GREATEST(last_message_at, $2),
+    unread_count = unread_count + $3,
+    updated_at = now()
+WHERE id = $1
+RETURNING id, tenant_id, last_inbound_at, last_message_at, unread_count;
+
+-- name: insert_media
+INSERT INTO media (tenant_id, message_id, media_id, mime_type, sha256)
+VALUES ($1, $2, $3, $4, $5)
+ON CONFLICT (tenant_id, message_id) DO NOTHING;
+
+-- name: insert_status
+INSERT INTO message_statuses (tenant_id, message_id, wamid, status, occurred_at, errors, pricing, raw)
+VALUES ($1, (SELECT id FROM messages WHERE tenant_id = $1 AND wamid = $2), $2, $3, $4, $5, $6, $7)
+ON CONFLICT (tenant_id, wamid, status, occurred_at) DO NOTHING
+RETURNING message_id;
+
+-- name: advance_message_status
+UPDATE messages
+SET status = $3,
+    error = CASE WHEN $3 = 'failed' THEN $4::jsonb ELSE error END,
+    sent_at = CASE WHEN $3 = 'sent' THEN COALESCE(sent_at, $5) ELSE sent_at END
+WHERE tenant_id = $1 AND wamid = $2 AND parlo_status_rank($3) > parlo_status_rank(status)
+RETURNING id, conversation_id, status;
+
+-- name: adopt_pending_statuses
+UPDATE message_statuses SET message_id = $3
+WHERE tenant_id = $1 AND wamid = $2 AND message_id IS NULL
+RETURNING status, occurred_at, errors;
+
+-- name: upsert_template_status
+INSERT INTO templates (tenant_id, waba_id, meta_id, name, language, status, reason)
+VALUES ($1, $2, $3, $4, $5, $6, $7)
+ON CONFLICT (tenant_id, waba_id, name, language) DO UPDATE
+    SET status = EXCLUDED.status, reason = EXCLUDED.reason,
+        meta_id = COALESCE(EXCLUDED.meta_id, templates.meta_id), synced_at = now();

@@ -1,0 +1,204 @@
+"""The OutboxDispatcher's logic: claim due outbox rows, pace them, send them, record the outcome.
+
+Rows are claimed with ``FOR UPDATE SKIP LOCKED`` (several dispatchers never take the same row);
+a claimed row that was never finished — its dispatcher died — is claimed again once its lease
+ends. Pacing is per phone number and per recipient. Meta's answer decides the rest: success
+records the wamid (and applies statuses that arrived before it), a retryable error puts the row
+back with backoff and jitter, a permanent one marks the message ``failed`` with a readable reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+from engine.db.queries import sql
+from engine.logging import log_context
+from engine.pacing import Pacer
+from engine.retry import RetryStrategy
+from engine.whatsapp.channels import ChannelRoute
+from engine.whatsapp.errors import MetaApiError
+from engine.whatsapp.graph import GraphClient
+from engine.whatsapp.ingest import adopt_pending_statuses
+from engine.whatsapp.webhook import RouteCache
+
+log = logging.getLogger("parlo.whatsapp.dispatcher")
+CHANNEL = "parlo_outbox"
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    outbox_id: int
+    tenant_id: uuid.UUID
+    message_id: int | None
+    conversation_id: uuid.UUID | None
+    state: str  # done | retry | dead
+    message_status: str | None = None
+    wamid: str | None = None
+    reason: str | None = None
+
+
+OnOutcome = Callable[[Outcome], Awaitable[None]]
+
+
+class ChannelGone(MetaApiError):
+    retryable = False
+
+
+class Dispatcher:
+    def __init__(self, pool: Any, routes: RouteCache, graph_for: Callable[[ChannelRoute], GraphClient], *,
+                 pacer: Pacer, retry: RetryStrategy, batch_size: int = 64, concurrency: int = 16,
+                 lease_s: float = 120.0, on_outcome: OnOutcome | None = None) -> None:
+        self.pool = pool
+        self.routes = routes
+        self.graph_for = graph_for
+        self.pacer = pacer
+        self.retry = retry
+        self.batch_size = batch_size
+        self.lease_s = lease_s
+        self.on_outcome = on_outcome
+        self._semaphore = asyncio.Semaphore(concurrency)
+        self._wake = asyncio.Event()
+        self.sent = 0
+        self.failed = 0
+        self.retried = 0
+
+    def wake(self, *_: object) -> None:
+        self._wake.set()
+
+    async def run_once(self) -> int:
+        """Claim one batch of due rows and process them all. Returns how many were claimed."""
+        rows = await self.pool.fetch(sql("outbound", "claim_outbox"), self.batch_size, self.lease_s)
+        if rows:
+            await asyncio.gather(*(self._process(row) for row in rows))
+        return len(rows)
+
+    async def run(self, stop: asyncio.Event, idle_poll_s: float = 1.0) -> None:
+        """Process until ``stop`` is set; woken by NOTIFY on ``parlo_outbox``, polling for due retries."""
+        listener = await self.pool.acquire()
+        try:
+            await listener.add_listener(CHANNEL, self.wake)
+            while not stop.is_set():
+                try:
+                    claimed = await self.run_once()
+                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                    log.warning("outbox claim failed; retrying", extra={"error": type(exc).__name__})
+                    claimed = 0
+                    await asyncio.sleep(idle_poll_s)
+                if claimed:
+                    continue
+                self._wake.clear()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), idle_poll_s)
+                except asyncio.TimeoutError:
+                    pass
+        finally:
+            try:
+                await listener.remove_listener(CHANNEL, self.wake)
+            finally:
+                await self.pool.release(listener)
+
+    async def _pace(self, phone_number_id: str, recipient: str | None) -> None:
+        while (wait := self.pacer.try_acquire(phone_number_id, recipient)) > 0:
+            await asyncio.sleep(wait)
+
+    async def _send(self, route: ChannelRoute, payload: dict[str, Any]) -> str | None:
+        graph = self.graph_for(route)
+        kind = payload.get("kind")
+        pnid, to = route.phone_number_id, payload.get("to", "")
+        if kind == "text":
+            result = await graph.send_text(pnid, to, payload["body"], reply_to=payload.get("reply_to"))
+        elif kind in ("image", "audio", "video", "document", "sticker"):
+            result = await graph.send_media(pnid, to, kind, media_id=payload.get("media_id"), link=payload.get("link"),
+                                            caption=payload.get("caption"), filename=payload.get("filename"),
+                                            reply_to=payload.get("reply_to"))
+        elif kind == "template":
+            result = await graph.send_template(pnid, to, payload["name"], payload["language"],
+                                               components=payload.get("components") or None)
+        elif kind == "reaction":
+            result = await graph.send_reaction(pnid, to, payload["target_wamid"], payload.get("emoji", ""))
+        elif kind == "mark_read":
+            await graph.mark_read(pnid, payload["wamid"])
+            return None
+        else:
+            raise ChannelGone(f"unknown outbound kind {kind!r}", reason_en=f"unknown outbound kind {kind!r}",
+                              reason_it=f"tipo di invio sconosciuto {kind!r}")
+        return result.wamid
+
+    async def _process(self, row: asyncpg.Record) -> None:
+        payload: dict[str, Any] = dict(row["payload"])
+        tenant_id: uuid.UUID = row["tenant_id"]
+        message_id: int | None = row["message_id"]
+        with log_context(tenant=tenant_id):
+            async with self._semaphore:
+                routes = await self.routes.get()
+                route = routes.get(payload.get("phone_number_id", ""))
+                if route is None:
+                    routes = await self.routes.get(refresh=True)
+                    route = routes.get(payload.get("phone_number_id", ""))
+                try:
+                    if route is None or route.tenant_id != tenant_id:
+                        raise ChannelGone("the WhatsApp number of this message is no longer active",
+                                          reason_en="the WhatsApp number was removed",
+                                          reason_it="il numero WhatsApp è stato rimosso")
+                    if message_id is not None:
+                        await self.pool.execute(sql("outbound", "message_sending"), tenant_id, message_id)
+                    await self._pace(route.phone_number_id, payload.get("to"))
+                    wamid = await self._send(route, payload)
+                except MetaApiError as exc:
+                    await self._failed(row, exc)
+                    return
+                except Exception as exc:  # a bug or an unexpected answer: keep the row, try again later
+                    log.exception("outbound send crashed")
+                    await self._failed(row, MetaApiError(f"internal error: {type(exc).__name__}", retryable=True,
+                                                         reason_en="internal error", reason_it="errore interno"))
+                    return
+                await self._succeeded(row, wamid)
+
+    async def _succeeded(self, row: asyncpg.Record, wamid: str | None) -> None:
+        tenant_id, message_id = row["tenant_id"], row["message_id"]
+        conversation_id = status = None
+        async with self.pool.acquire() as conn, conn.transaction():
+            if message_id is not None and wamid is not None:
+                sent = await conn.fetchrow(sql("outbound", "message_sent"), tenant_id, message_id, wamid)
+                conversation_id, status = sent["conversation_id"], sent["status"]
+                status = await adopt_pending_statuses(conn, tenant_id, wamid, message_id) or status
+            await conn.execute(sql("outbound", "outbox_done"), row["id"])
+        self.sent += 1
+        log.info("outbound sent", extra={"wamid": wamid, "outbox_id": row["id"]})
+        await self._notify(Outcome(row["id"], tenant_id, message_id, conversation_id, "done", status, wamid))
+
+    async def _failed(self, row: asyncpg.Record, error: MetaApiError) -> None:
+        tenant_id, message_id = row["tenant_id"], row["message_id"]
+        decision = self.retry.decide(row["attempts"], error)
+        reason = f"{error.code or ''} {error.reason_en}".strip()
+        if decision.retry:
+            self.retried += 1
+            await self.pool.execute(sql("outbound", "outbox_retry"), row["id"], decision.delay_s, reason[:500])
+            log.info("outbound will retry", extra={"outbox_id": row["id"], "delay_s": decision.delay_s, "code": error.code})
+            await self._notify(Outcome(row["id"], tenant_id, message_id, None, "retry", None, None, reason))
+            return
+        self.failed += 1
+        detail = {"code": error.code, "title": error.title, "reason_en": error.reason_en, "reason_it": error.reason_it,
+                  "details": error.details, "gave_up": decision.reason}
+        conversation_id = None
+        async with self.pool.acquire() as conn, conn.transaction():
+            if message_id is not None:
+                conversation_id = await conn.fetchval(sql("outbound", "message_failed"), tenant_id, message_id, [detail])
+            await conn.execute(sql("outbound", "outbox_dead"), row["id"], reason[:500])
+        log.warning("outbound failed", extra={"outbox_id": row["id"], "code": error.code})
+        await self._notify(Outcome(row["id"], tenant_id, message_id, conversation_id, "dead", "failed", None, reason))
+
+    async def _notify(self, outcome: Outcome) -> None:
+        if self.on_outcome is None:
+            return
+        try:
+            await self.on_outcome(outcome)
+        except Exception:
+            log.exception("outcome callback failed")

@@ -1,0 +1,189 @@
+"""Storing one verified webhook delivery: parse → route → one transaction → result.
+
+Everything of a delivery is written in one transaction, or nothing is: the raw receipt,
+contacts, conversations, messages (``UNIQUE (tenant_id, wamid)`` makes a redelivery a no-op),
+media to fetch, statuses (monotonic; a status for a message we do not know yet is kept and
+adopted when the message appears) and template status changes. Only after the commit may the
+caller acknowledge (200) and publish.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from engine.db.queries import sql
+from engine.whatsapp.channels import ChannelRoute
+from engine.whatsapp.events import InboundMessage, MediaContent, StatusUpdate, WebhookBatch
+
+log = logging.getLogger("parlo.whatsapp.ingest")
+
+# Statuses we store on messages; anything else Meta sends is kept in message_statuses only.
+TRACKED_STATUSES = frozenset({"sent", "delivered", "read", "failed"})
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMessage:
+    tenant_id: uuid.UUID
+    conversation_id: uuid.UUID
+    message_id: int
+    wamid: str
+    type: str
+    text: str | None
+    occurred_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class StatusChange:
+    tenant_id: uuid.UUID
+    conversation_id: uuid.UUID
+    message_id: int
+    wamid: str
+    status: str
+
+
+@dataclass(slots=True)
+class IngestResult:
+    receipt_ids: list[int] = field(default_factory=list)
+    new_messages: list[StoredMessage] = field(default_factory=list)
+    duplicates: int = 0
+    status_changes: list[StatusChange] = field(default_factory=list)
+    statuses_pending: int = 0
+    statuses_stale: int = 0
+    ignored_phone_number_ids: set[str] = field(default_factory=set)
+    conversations: dict[uuid.UUID, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def tenants(self) -> set[uuid.UUID]:
+        return {m.tenant_id for m in self.new_messages} | {s.tenant_id for s in self.status_changes}
+
+
+def _errors_json(update: StatusUpdate) -> list[dict[str, Any]] | None:
+    if not update.errors:
+        return None
+    return [{"code": e.code, "title": e.title, "message": e.message, "details": e.details} for e in update.errors]
+
+
+async def store(conn: asyncpg.Connection, batch: WebhookBatch, body: bytes, payload: Any,
+                routes: dict[str, ChannelRoute]) -> IngestResult:
+    """Write a parsed delivery in one transaction. ``routes`` must hold only channels whose app
+    secret signed this delivery, so a delivery can never write into another app's tenants."""
+    result = IngestResult()
+    messages_by_route: dict[str, list[InboundMessage]] = defaultdict(list)
+    statuses_by_route: dict[str, list[StatusUpdate]] = defaultdict(list)
+    for message in batch.messages:
+        messages_by_route[message.phone_number_id].append(message)
+    for update in batch.statuses:
+        statuses_by_route[update.phone_number_id].append(update)
+    for pnid in set(messages_by_route) | set(statuses_by_route) | set(batch.phone_number_ids):
+        if pnid not in routes:
+            result.ignored_phone_number_ids.add(pnid)
+    tenant_routes = {routes[p].tenant_id: routes[p] for p in batch.phone_number_ids if p in routes}
+    profile_names = {(c.phone_number_id, c.wa_id): c.profile_name for c in batch.contacts}
+
+    async with conn.transaction():
+        for pnid, messages in messages_by_route.items():
+            route = routes.get(pnid)
+            if route is None:
+                continue
+            for message in messages:
+                await _store_message(conn, route, message, profile_names.get((pnid, message.from_wa_id)), result)
+        for pnid, updates in statuses_by_route.items():
+            route = routes.get(pnid)
+            if route is None:
+                continue
+            for update in updates:
+                await _store_status(conn, route, update, result)
+        for template in batch.template_updates:
+            owners = [r for r in routes.values() if r.waba_id == template.waba_id]
+            if template.is_status_change and template.name and template.language:
+                for tenant_id in {r.tenant_id for r in owners}:
+                    await conn.execute(sql("inbound", "upsert_template_status"), tenant_id, template.waba_id,
+                                       template.template_id, template.name, template.language,
+                                       template.event.lower(), template.reason)
+                    tenant_routes.setdefault(tenant_id, owners[0])
+
+        digest = hashlib.sha256(body).hexdigest()
+        rejected = [{"reason": r.reason} for r in batch.rejected]
+        # A delivery normally concerns one tenant. One that spans several (numbers of different
+        # tenants under one Meta app) is kept once without a tenant: no tenant sees another's data.
+        owner = next(iter(tenant_routes.values())) if len(tenant_routes) == 1 else None
+        receipt_id = await conn.fetchval(
+            sql("inbound", "insert_receipt"), owner.tenant_id if owner else None, owner.channel_id if owner else None,
+            digest, payload, len(result.new_messages), len(result.status_changes), result.duplicates, rejected)
+        result.receipt_ids.append(receipt_id)
+    return result
+
+
+async def _conversation_for(conn: asyncpg.Connection, route: ChannelRoute, contact_id: uuid.UUID) -> uuid.UUID:
+    found = await conn.fetchval(sql("inbound", "find_active_conversation"), route.tenant_id, route.channel_id, contact_id)
+    if found is not None:
+        return found
+    created = await conn.fetchval(sql("inbound", "create_conversation"), route.tenant_id, route.channel_id, contact_id)
+    if created is not None:
+        return created
+    # another delivery created it between our two statements
+    return await conn.fetchval(sql("inbound", "find_active_conversation"), route.tenant_id, route.channel_id, contact_id)
+
+
+async def _store_message(conn: asyncpg.Connection, route: ChannelRoute, message: InboundMessage,
+                         profile_name: str | None, result: IngestResult) -> None:
+    contact_id = await conn.fetchval(sql("inbound", "upsert_contact"), route.tenant_id, message.from_wa_id,
+                                     profile_name or message.profile_name)
+    conversation_id = await _conversation_for(conn, route, contact_id)
+    message_id = await conn.fetchval(
+        sql("inbound", "insert_inbound_message"), route.tenant_id, conversation_id, route.channel_id, message.wamid,
+        str(message.type), message.text, dict(message.raw), message.context_wamid, message.timestamp)
+    if message_id is None:
+        result.duplicates += 1
+        return
+    row = await conn.fetchrow(sql("inbound", "touch_conversation_inbound"), conversation_id, message.timestamp, 1)
+    result.conversations[conversation_id] = dict(row)
+    if isinstance(message.content, MediaContent) and message.content.media_id:
+        await conn.execute(sql("inbound", "insert_media"), route.tenant_id, message_id, message.content.media_id,
+                           message.content.mime_type, message.content.sha256)
+    result.new_messages.append(StoredMessage(route.tenant_id, conversation_id, message_id, message.wamid,
+                                             str(message.type), message.text, message.timestamp))
+
+
+async def _store_status(conn: asyncpg.Connection, route: ChannelRoute, update: StatusUpdate,
+                        result: IngestResult) -> None:
+    inserted = await conn.fetchrow(
+        sql("inbound", "insert_status"), route.tenant_id, update.wamid, update.raw_status, update.timestamp,
+        _errors_json(update), dict(update.pricing) if update.pricing else None, dict(update.raw))
+    if inserted is None:
+        return  # this exact status was stored before: a redelivery
+    if inserted["message_id"] is None:
+        result.statuses_pending += 1
+        return
+    if update.raw_status not in TRACKED_STATUSES:
+        return
+    advanced = await conn.fetchrow(sql("inbound", "advance_message_status"), route.tenant_id, update.wamid,
+                                   update.raw_status, _errors_json(update), update.timestamp)
+    if advanced is None:
+        result.statuses_stale += 1
+        return
+    result.status_changes.append(StatusChange(route.tenant_id, advanced["conversation_id"], advanced["id"],
+                                              update.wamid, advanced["status"]))
+
+
+async def adopt_pending_statuses(conn: asyncpg.Connection, tenant_id: uuid.UUID, wamid: str, message_id: int) -> str | None:
+    """When an outbound message learns its wamid, apply statuses that arrived before it did.
+    Returns the message's status afterwards if it moved."""
+    rows = await conn.fetch(sql("inbound", "adopt_pending_statuses"), tenant_id, wamid, message_id)
+    moved = None
+    for row in sorted(rows, key=lambda r: r["occurred_at"]):
+        if row["status"] not in TRACKED_STATUSES:
+            continue
+        advanced = await conn.fetchrow(sql("inbound", "advance_message_status"), tenant_id, wamid, row["status"],
+                                       row["errors"], row["occurred_at"])
+        if advanced is not None:
+            moved = advanced["status"]
+    return moved

@@ -1,0 +1,129 @@
+"""The webhook endpoint's logic, free of any web framework: handshake, signature, parse, store.
+
+The Gateway adapts HTTP to :class:`WebhookReceiver`; tests drive the receiver directly.
+Answers follow Meta's retry contract: 200 only once the delivery is committed; 503 when
+PostgreSQL cannot take it (Meta retries); 4xx for what no retry can fix.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+import orjson
+
+from engine.crypto import SecretBox
+from engine.db.pool import CONNECT_ERRORS
+from engine.errors import ServiceUnavailable
+from engine.whatsapp import channels
+from engine.whatsapp.channels import ChannelRoute
+from engine.whatsapp.ingest import IngestResult, store
+from engine.whatsapp.parse import InvalidWebhook, parse_webhook
+from engine.whatsapp.signature import matching_secret
+
+log = logging.getLogger("parlo.whatsapp.webhook")
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookOutcome:
+    status: int
+    detail: str
+    result: IngestResult | None = None
+
+
+class RouteCache:
+    """Active channels with decrypted secrets, refreshed every ``ttl_s`` and on a miss (at most once a second)."""
+
+    def __init__(self, pool: Any, box: SecretBox, ttl_s: float = 10.0) -> None:
+        self._pool = pool
+        self._box = box
+        self._ttl_s = ttl_s
+        self._routes: dict[str, ChannelRoute] = {}
+        self._loaded_at = float("-inf")
+        self._lock = asyncio.Lock()
+
+    async def get(self, *, refresh: bool = False) -> dict[str, ChannelRoute]:
+        now = time.monotonic()
+        stale = now - self._loaded_at > self._ttl_s
+        if stale or (refresh and now - self._loaded_at > 1.0):
+            async with self._lock:
+                if time.monotonic() - self._loaded_at > (1.0 if refresh else self._ttl_s):
+                    self._routes = await channels.routes(self._pool, self._box)
+                    self._loaded_at = time.monotonic()
+        return self._routes
+
+
+def _scrub_nul(value: Any) -> Any:
+    """PostgreSQL text and jsonb cannot hold U+0000; keep the rest of the value intact."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, dict):
+        return {_scrub_nul(k): _scrub_nul(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_scrub_nul(v) for v in value]
+    return value
+
+
+class WebhookReceiver:
+    def __init__(self, pool: Any, box: SecretBox, *, max_bytes: int, routes: RouteCache | None = None) -> None:
+        self.pool = pool
+        self.max_bytes = max_bytes
+        self.routes = routes or RouteCache(pool, box)
+
+    async def handshake(self, mode: str | None, token: str | None, challenge: str | None) -> str | None:
+        """The challenge to echo if Meta's verification request names a verify token we know."""
+        if mode != "subscribe" or not token or challenge is None or len(token) > 4096 or len(challenge) > 4096:
+            return None
+        try:
+            matched = await channels.verify_token_matches(self.pool, token)
+        except CONNECT_ERRORS as exc:
+            raise ServiceUnavailable(f"PostgreSQL is unavailable: {type(exc).__name__}") from None
+        return challenge if matched else None
+
+    async def receive(self, body: bytes, signature: str | None) -> WebhookOutcome:
+        if len(body) > self.max_bytes:
+            return WebhookOutcome(413, f"body larger than {self.max_bytes} bytes")
+        if not signature:
+            return WebhookOutcome(401, "missing X-Hub-Signature-256")
+        try:
+            routes = await self.routes.get()
+            secret = matching_secret(body, signature, {r.app_secret for r in routes.values()})
+            if secret is None:
+                routes = await self.routes.get(refresh=True)
+                secret = matching_secret(body, signature, {r.app_secret for r in routes.values()})
+        except CONNECT_ERRORS as exc:
+            return WebhookOutcome(503, f"PostgreSQL is unavailable ({type(exc).__name__}); retry later")
+        if secret is None:
+            return WebhookOutcome(401, "invalid X-Hub-Signature-256")
+        try:
+            payload = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return WebhookOutcome(400, "body is not valid JSON")
+        if b"\\u0000" in body:
+            payload = _scrub_nul(payload)
+        try:
+            batch = parse_webhook(payload)
+        except InvalidWebhook as exc:
+            return WebhookOutcome(400, str(exc))
+        signed_routes = {pnid: r for pnid, r in routes.items() if r.app_secret == secret}
+        try:
+            async with self.pool.acquire() as conn:
+                result = await store(conn, batch, body, payload, signed_routes)
+        except CONNECT_ERRORS as exc:
+            return WebhookOutcome(503, f"PostgreSQL is unavailable ({type(exc).__name__}); retry later")
+        except asyncpg.DataError as exc:
+            log.warning("webhook rejected by the database", extra={"error": str(exc)[:200]})
+            return WebhookOutcome(400, "payload holds values the database cannot store")
+        except asyncpg.PostgresError:
+            log.exception("webhook not stored")
+            return WebhookOutcome(503, "the delivery could not be stored; retry later")
+        if result.ignored_phone_number_ids:
+            log.warning("webhook for unknown phone number ids ignored",
+                        extra={"phone_number_ids": sorted(result.ignored_phone_number_ids)[:20]})
+        if batch.rejected:
+            log.warning("webhook items rejected", extra={"reasons": [r.reason for r in batch.rejected][:20]})
+        return WebhookOutcome(200, "stored", result)
