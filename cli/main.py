@@ -22,9 +22,7 @@ from engine import tenants
 from engine.config import Settings, load_settings
 from engine.db import migrations
 from engine.db.pool import connect
-from engine.crypto import secret_box
-from engine.errors import NotFound, ParloError
-from engine.whatsapp import channels
+from engine.errors import ParloError
 from engine.logging import configure_logging, log_context
 from engine.secrets import mask_text
 from engine.services import database_url
@@ -198,93 +196,6 @@ def tenant_list(ctx: click.Context, as_json: bool) -> None:
     out.print(table)
 
 
-# --- channels ------------------------------------------------------------------------------------
-
-async def _tenant_id(conn: Any, slug: str) -> Any:
-    found = await tenants.get_by_slug(conn, slug)
-    if found is None:
-        raise NotFound(f"no tenant {slug!r} (see `parlo tenant list`)")
-    return found.id
-
-
-@main.group()
-def channel() -> None:
-    """WhatsApp numbers of a tenant."""
-
-
-@channel.command("add")
-@click.option("--tenant", required=True, help="Tenant slug.")
-@click.option("--phone-number-id", required=True, help="Meta's phone number id (digits).")
-@click.option("--waba-id", required=True, help="WhatsApp Business Account id (digits).")
-@click.option("--app-secret", required=True, help="The Meta app's secret (signs webhooks).")
-@click.option("--verify-token", required=True, help="The token Meta sends in the webhook handshake.")
-@click.option("--access-token", required=True, help="System-user access token for the Graph API.")
-@click.option("--display-phone", help="The number as people see it, e.g. +39 02 1234 5678.")
-@click.pass_context
-def channel_add(ctx: click.Context, tenant: str, phone_number_id: str, waba_id: str, app_secret: str,
-                verify_token: str, access_token: str, display_phone: str | None) -> None:
-    """Register a WhatsApp number for a tenant (its secrets are stored encrypted)."""
-    settings = _settings(ctx)
-
-    async def run() -> channels.Channel:
-        box = secret_box(settings)
-        conn = await connect(database_url(settings))
-        try:
-            return await channels.add(conn, box, await _tenant_id(conn, tenant), phone_number_id=phone_number_id,
-                                      waba_id=waba_id, app_secret=app_secret, verify_token=verify_token,
-                                      access_token=access_token, display_phone=display_phone)
-        finally:
-            await conn.close()
-
-    added = asyncio.run(run())
-    with log_context(tenant=tenant):
-        log.info("channel added", extra={"phone_number_id": added.phone_number_id})
-    out.print(f"added channel {added.phone_number_id} to tenant {tenant}")
-
-
-@channel.command("list")
-@click.option("--tenant", help="Only this tenant's channels.")
-@click.option("--json", "as_json", is_flag=True)
-@click.pass_context
-def channel_list(ctx: click.Context, tenant: str | None, as_json: bool) -> None:
-    """List channels (secrets are never shown)."""
-
-    async def run() -> list[dict[str, Any]]:
-        conn = await connect(database_url(_settings(ctx)))
-        try:
-            return await channels.list_all(conn, await _tenant_id(conn, tenant) if tenant else None)
-        finally:
-            await conn.close()
-
-    rows = asyncio.run(run())
-    if as_json:
-        click.echo(json.dumps(rows, indent=2, default=str))
-        return
-    table = Table("tenant", "phone number id", "display phone", "WABA id", "active", "conversations")
-    for r in rows:
-        table.add_row(r["tenant"], r["phone_number_id"], r["display_phone"] or "", r["waba_id"],
-                      "yes" if r["active"] else "no", str(r["conversations"]))
-    out.print(table)
-
-
-@channel.command("remove")
-@click.argument("phone_number_id")
-@click.option("--tenant", help="Refuse unless the channel belongs to this tenant.")
-@click.pass_context
-def channel_remove(ctx: click.Context, phone_number_id: str, tenant: str | None) -> None:
-    """Deactivate a channel; its conversations stay."""
-
-    async def run() -> None:
-        conn = await connect(database_url(_settings(ctx)))
-        try:
-            await channels.remove(conn, phone_number_id, await _tenant_id(conn, tenant) if tenant else None)
-        finally:
-            await conn.close()
-
-    asyncio.run(run())
-    out.print(f"removed channel {phone_number_id}")
-
-
 # --- database ------------------------------------------------------------------------------------
 
 @main.group()
@@ -384,6 +295,10 @@ def logs(ctx: click.Context, source: str, lines: int, follow: bool) -> None:
             else:
                 time.sleep(0.3)
 
+
+from cli import whatsapp  # noqa: E402  (registers its commands on `main`)
+
+whatsapp.register(main)
 
 if __name__ == "__main__":
     main()
