@@ -108,7 +108,10 @@ async def measure(request: Request, call_next: Any) -> Response:
 
 
 @serve.deployment(name="Gateway", ray_actor_options={"num_cpus": 0}, max_ongoing_requests=256,
-                  health_check_period_s=10, graceful_shutdown_timeout_s=20)
+                  health_check_period_s=10, graceful_shutdown_timeout_s=20,
+                  # one line per request in Ray's files costs more than the webhook itself; our
+                  # metrics count every request instead
+                  logging_config={"enable_access_log": False})
 @serve.ingress(api)
 class Gateway:
     def __init__(self, settings: dict[str, Any]) -> None:
@@ -128,7 +131,9 @@ class Gateway:
         self._pool_lock = asyncio.Lock()
         self._box = secret_box(self.settings)
         self._receiver: WebhookReceiver | None = None
-        self._background: set[asyncio.Task[None]] = set()
+        self._dirty: dict[int, set[str]] = {}
+        self._events: list[tuple[Any, str, dict[str, Any]]] = []
+        self._flusher: asyncio.Task[None] | None = None
 
     async def receiver(self) -> WebhookReceiver:
         if self._receiver is None:
@@ -136,27 +141,29 @@ class Gateway:
         return self._receiver
 
     def _after_commit(self, result: IngestResult) -> None:
-        """Hand committed changes to the shards and the live streams without delaying Meta's 200."""
-        task = asyncio.create_task(self._publish(result))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
-    async def _publish(self, result: IngestResult) -> None:
-        by_shard: dict[int, list[str]] = {}
-        touched = set(result.conversations) | {c.conversation_id for c in result.status_changes}
-        for conversation_id in touched:
-            by_shard.setdefault(shard_of(conversation_id, len(self.shards)), []).append(str(conversation_id))
-        for index, ids in by_shard.items():
-            self.shards[index].refresh.remote(ids)  # the shard re-reads PostgreSQL; nothing to lose if it is down
-        maxlen = self.settings.events_stream_maxlen
+        """Queue committed changes for the shards and the live streams; a flusher sends them in
+        batches (one actor call per shard, one Redis pipeline) so Meta's 200 never waits on them."""
+        for conversation_id in set(result.conversations) | {c.conversation_id for c in result.status_changes}:
+            self._dirty.setdefault(shard_of(conversation_id, len(self.shards)), set()).add(str(conversation_id))
         for m in result.new_messages:
-            await events.publish(self.redis, m.tenant_id, "message.created",
-                                 {"conversation_id": m.conversation_id, "message_id": m.message_id, "wamid": m.wamid,
-                                  "type": m.type, "text": m.text, "occurred_at": m.occurred_at}, maxlen=maxlen)
+            self._events.append((m.tenant_id, "message.created", {
+                "conversation_id": m.conversation_id, "message_id": m.message_id, "wamid": m.wamid, "type": m.type,
+                "text": m.text, "occurred_at": m.occurred_at}))
         for c in result.status_changes:
-            await events.publish(self.redis, c.tenant_id, "message.status",
-                                 {"conversation_id": c.conversation_id, "message_id": c.message_id, "wamid": c.wamid,
-                                  "status": c.status}, maxlen=maxlen)
+            self._events.append((c.tenant_id, "message.status", {
+                "conversation_id": c.conversation_id, "message_id": c.message_id, "wamid": c.wamid, "status": c.status}))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush())
+
+    async def _flush(self, linger_s: float = 0.02) -> None:
+        await asyncio.sleep(linger_s)  # let a burst of deliveries gather into one batch
+        dirty, self._dirty = self._dirty, {}
+        batch, self._events = self._events, []
+        for index, ids in dirty.items():
+            self.shards[index].refresh.remote(sorted(ids))  # the shard re-reads PostgreSQL; nothing lost if it is down
+        await events.publish_many(self.redis, batch, maxlen=self.settings.events_stream_maxlen)
+        if self._dirty or self._events:  # more arrived while we were sending
+            self._flusher = asyncio.create_task(self._flush(0))
 
     async def pool(self) -> Any:
         if self._pool is None:

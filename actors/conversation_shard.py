@@ -55,8 +55,7 @@ class ConversationShard:
     async def refresh(self, conversation_ids: list[str]) -> int:
         """PostgreSQL changed these conversations: re-read them. Returns how many are open."""
         pool = await self._ready()
-        states = [await self.store.refresh(pool, uuid.UUID(cid)) for cid in conversation_ids]
-        return sum(1 for s in states if s is not None)
+        return await self.store.refresh_many(pool, [uuid.UUID(cid) for cid in conversation_ids])
 
     async def reload(self) -> int:
         pool = await self._ready()

@@ -1,4 +1,5 @@
-"""OutboxDispatcher: a detached, named actor that sends what the outbox holds.
+"""OutboxDispatcher: a detached, named actor that sends what the outbox holds, and fetches
+inbound media in a second loop (both are Graph API I/O with the channels' tokens).
 
 It owns its loop (started by :meth:`start`, idempotent), so a caller that goes away cannot
 cancel a send half way. Killed, it restarts and claims again; rows it held come back when their
@@ -28,6 +29,7 @@ from engine.services import database_url, redis_url
 from engine.whatsapp.channels import ChannelRoute
 from engine.whatsapp.dispatcher import Dispatcher, Outcome
 from engine.whatsapp.graph import GraphClient
+from engine.whatsapp.media import LocalStorage, MediaFetcher
 from engine.whatsapp.webhook import RouteCache
 
 NAME = "outbox-dispatcher"
@@ -42,6 +44,7 @@ class OutboxDispatcher:
         self._task: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
         self.dispatcher: Dispatcher | None = None
+        self.media: MediaFetcher | None = None
         self._starting = asyncio.Lock()
         # Ray runs an async actor's constructor inside its event loop: start at once, so that a
         # dispatcher restarted by Ray after a crash resumes without anyone calling start().
@@ -77,8 +80,25 @@ class OutboxDispatcher:
                                 max_delay_s=s.outbox_max_delay_s),
             lease_s=s.outbox_lease_s, on_outcome=self._publish)
         self._stop.clear()
-        self._task = asyncio.get_running_loop().create_task(self.dispatcher.run(self._stop))
+        self.media = MediaFetcher(pool, RouteCache(pool, secret_box(s)), graph_for, LocalStorage(s.media_root),
+                                  max_bytes=s.media_max_bytes)
+        loop = asyncio.get_running_loop()
+        self._task = loop.create_task(self.dispatcher.run(self._stop))
         self._task.add_done_callback(self._finished)
+        self._media_task = loop.create_task(self._fetch_media())
+        self._media_task.add_done_callback(self._finished)
+
+    async def _fetch_media(self, idle_s: float = 1.0) -> None:
+        """Inbound media runs beside the outbox in this actor: both are I/O-bound Graph API work."""
+        assert self.media is not None
+        while not self._stop.is_set():
+            try:
+                fetched = await self.media.run_once()
+            except Exception:
+                log.exception("media fetch round failed")
+                fetched = 0
+            if not fetched:
+                await asyncio.sleep(idle_s)
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None:
@@ -95,8 +115,10 @@ class OutboxDispatcher:
     async def stats(self) -> dict[str, Any]:
         d = self.dispatcher
         running = self._task is not None and not self._task.done()
+        m = self.media
         return {"running": running, "sent": d.sent if d else 0, "failed": d.failed if d else 0,
-                "retried": d.retried if d else 0}
+                "retried": d.retried if d else 0, "media_fetched": m.fetched if m else 0,
+                "media_failed": m.failed if m else 0}
 
     async def stop(self) -> None:
         self._stop.set()

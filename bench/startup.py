@@ -109,12 +109,12 @@ class Engine:
                                  ray_port=ports["PARLO_RAY_PORT"])
         return cls(home, settings, env)
 
-    def parlo(self, command: str, timeout_s: float) -> float:
-        """Run ``parlo <command>``; return its wall-clock seconds, or raise with the tail of its stderr."""
+    def parlo(self, command: str, timeout_s: float, *args: str) -> float:
+        """Run ``parlo <command> [args]``; return its wall-clock seconds, or raise with the tail of its stderr."""
         started = time.perf_counter()
         try:
             # cwd is the home so that no stray .env in the caller's directory is picked up.
-            result = subprocess.run([str(PARLO), command], env=self.env, cwd=self.home,
+            result = subprocess.run([str(PARLO), command, *args], env=self.env, cwd=self.home,
                                     capture_output=True, text=True, timeout=timeout_s)
         except subprocess.TimeoutExpired as exc:
             raise BenchError(f"`parlo {command}` did not finish within {timeout_s:g} s"

@@ -51,6 +51,8 @@ class Settings(BaseSettings):
     outbox_max_delay_s: float = Field(default=300.0, gt=0, le=86_400)
     outbox_lease_s: float = Field(default=120.0, ge=5, le=86_400)
     graph_timeout_s: float = Field(default=20.0, gt=0, le=600)
+    media_dir: Path | None = None  # where inbound media is stored; default <home>/media
+    media_max_bytes: int = Field(default=100 * 1024 * 1024, ge=1024, le=2 * 1024**3)
     events_stream_maxlen: int = Field(default=10_000, ge=100, le=10_000_000)
 
     # Ports of the embedded services and of the HTTP ingress.
@@ -118,6 +120,10 @@ class Settings(BaseSettings):
     @property
     def embedded_ray(self) -> bool:
         return self.ray_address is None
+
+    @property
+    def media_root(self) -> Path:
+        return self.media_dir if self.media_dir is not None else self.home / "media"
 
     @property
     def public_url(self) -> str:

@@ -93,6 +93,22 @@ class ConversationStore:
             self._conversations[conversation_id] = state
             return state
 
+    async def refresh_many(self, conn: asyncpg.Connection | asyncpg.Pool, conversation_ids: list[uuid.UUID]) -> int:
+        """Re-read several conversations in one query. Returns how many are open afterwards."""
+        mine = [cid for cid in conversation_ids if self.owns(cid)]
+        if len(mine) != len(conversation_ids):
+            raise ValueError(f"{len(conversation_ids) - len(mine)} conversation(s) do not belong to shard {self.shard_index}")
+        rows = {row["id"]: row for row in await conn.fetch(sql("conversations", "get_conversations"), mine)}
+        open_count = 0
+        for cid in mine:
+            row = rows.get(cid)
+            if row is None or row["status"] == "resolved":
+                self._conversations.pop(cid, None)
+            else:
+                self._conversations[cid] = ConversationState(**dict(row))
+                open_count += 1
+        return open_count
+
     def lock(self, conversation_id: uuid.UUID) -> asyncio.Lock:
         """The lock that keeps one conversation's events in order inside an async actor."""
         return self._locks.setdefault(conversation_id, asyncio.Lock())

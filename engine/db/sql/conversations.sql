@@ -9,3 +9,9 @@ SELECT id, tenant_id, channel_id, contact_id, status, ai_mode, assignee_id, unre
        last_inbound_at, last_message_at
 FROM conversations
 WHERE id = $1;
+
+-- name: get_conversations
+SELECT id, tenant_id, channel_id, contact_id, status, ai_mode, assignee_id, unread_count,
+       last_inbound_at, last_message_at
+FROM conversations
+WHERE id = ANY($1::uuid[]);

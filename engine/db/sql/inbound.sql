@@ -67,3 +67,27 @@ VALUES ($1, $2, $3, $4, $5, $6, $7)
 ON CONFLICT (tenant_id, waba_id, name, language) DO UPDATE
     SET status = EXCLUDED.status, reason = EXCLUDED.reason,
         meta_id = COALESCE(EXCLUDED.meta_id, templates.meta_id), synced_at = now();
+
+-- name: claim_media
+UPDATE media m
+SET attempts = m.attempts + 1, run_after = now() + make_interval(secs => $2), updated_at = now()
+FROM (
+    SELECT md.id FROM media md
+    WHERE md.state = 'pending' AND md.run_after <= now()
+    ORDER BY md.run_after, md.id
+    FOR UPDATE SKIP LOCKED
+    LIMIT $1
+) due, messages msg
+WHERE m.id = due.id AND msg.id = m.message_id
+RETURNING m.id, m.tenant_id, m.message_id, m.media_id, m.mime_type, m.sha256, m.attempts, msg.channel_id;
+
+-- name: media_fetched
+UPDATE media SET state = 'fetched', storage_key = $2, size_bytes = $3, mime_type = $4, last_error = NULL,
+                 updated_at = now()
+WHERE id = $1;
+
+-- name: media_retry
+UPDATE media SET run_after = now() + make_interval(secs => $2), last_error = $3, updated_at = now() WHERE id = $1;
+
+-- name: media_failed
+UPDATE media SET state = 'failed', last_error = $2, updated_at = now() WHERE id = $1;

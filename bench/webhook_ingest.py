@@ -1,0 +1,268 @@
+"""Webhook ingest throughput and ack latency: the Ray Serve Gateway against a bare baseline.
+
+Both sides run the same engine code (signature check, parse, one PostgreSQL transaction per
+delivery: :class:`engine.whatsapp.webhook.WebhookReceiver`) against the same embedded
+PostgreSQL; the baseline serves it from a single uvicorn process without Ray, so the ratio is
+the price of the Serve path (proxy, router, replica hop). The load comes from a separate
+process (aiohttp, fixed concurrency) posting pre-signed deliveries, each a text message with a
+fresh wamid, and every stored row is counted afterwards.
+
+    .venv/bin/python bench/webhook_ingest.py                  # 5,000 deliveries per side
+    .venv/bin/python bench/webhook_ingest.py --n 20000 --concurrency 64
+
+Writes bench/results/webhook_ingest.json and .md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+import httpx  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+from bench.simulator import payloads  # noqa: E402
+from bench.simulator.webhooks import encode, sign  # noqa: E402
+from bench.startup import UP_TIMEOUT_S, BenchError, Engine, _git, machine, running_engine  # noqa: E402
+from engine.embedded.ports import free_port  # noqa: E402
+
+RESULTS = REPO / "bench" / "results"
+APP_SECRET = "bench-app-secret"
+PNID, WABA = "106540352242922", "102290129340398"
+AIM_RATE, AIM_P99_MS, AIM_RATIO = 1000.0, 100.0, 0.6
+console = Console()
+
+
+# --- the baseline server (a child process) -----------------------------------------------------
+
+def serve_baseline(port: int) -> None:
+    """uvicorn + asyncpg, no Ray: the same WebhookReceiver behind a bare Starlette route."""
+    import uvicorn
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    from engine.config import load_settings
+    from engine.crypto import secret_box
+    from engine.db.pool import create_pool
+    from engine.services import database_url
+    from engine.whatsapp.webhook import WebhookReceiver
+
+    settings = load_settings()
+    state: dict[str, WebhookReceiver] = {}
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        pool = await create_pool(database_url(settings), min_size=2, max_size=settings.db_pool_max)
+        state["receiver"] = WebhookReceiver(pool, secret_box(settings), max_bytes=settings.webhook_max_bytes)
+        yield
+        await pool.close()
+
+    async def webhook(request: Request) -> JSONResponse:
+        outcome = await state["receiver"].receive(await request.body(), request.headers.get("x-hub-signature-256"))
+        return JSONResponse({"status": outcome.detail}, status_code=outcome.status)
+
+    app = Starlette(routes=[Route("/webhooks/whatsapp", webhook, methods=["POST"])], lifespan=lifespan)
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+
+
+# --- the load generator (a child process) ------------------------------------------------------
+
+async def _load(url: str, bodies_file: Path, concurrency: int) -> dict[str, Any]:
+    import aiohttp
+
+    deliveries = [json.loads(line) for line in bodies_file.read_text().splitlines()]
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    queue: asyncio.Queue[dict[str, str]] = asyncio.Queue()
+    for d in deliveries:
+        queue.put_nowait(d)
+
+    async def worker(session: aiohttp.ClientSession) -> None:
+        while True:
+            try:
+                d = queue.get_nowait()
+            except asyncio.QueueEmpty:
+                return
+            body = d["body"].encode()
+            started = time.perf_counter()
+            async with session.post(url, data=body, headers={"content-type": "application/json",
+                                                              "x-hub-signature-256": d["sig"]}) as response:
+                await response.read()
+                statuses[response.status] = statuses.get(response.status, 0) + 1
+            latencies.append(time.perf_counter() - started)
+
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        started = time.perf_counter()
+        await asyncio.gather(*(worker(session) for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    latencies.sort()
+    return {"n": len(deliveries), "elapsed_s": elapsed, "rate": len(deliveries) / elapsed,
+            "p50_ms": statistics.median(latencies) * 1000,
+            "p99_ms": latencies[int(len(latencies) * 0.99) - 1] * 1000,
+            "max_ms": latencies[-1] * 1000, "statuses": statuses}
+
+
+def run_load(url: str, bodies: list[dict[str, str]], concurrency: int, work: Path) -> dict[str, Any]:
+    path = work / f"bodies-{uuid.uuid4().hex[:6]}.jsonl"
+    path.write_text("\n".join(json.dumps(b) for b in bodies))
+    result = subprocess.run([sys.executable, __file__, "load", "--url", url, "--bodies", str(path),
+                             "--concurrency", str(concurrency)], capture_output=True, text=True, timeout=1800)
+    if result.returncode != 0:
+        raise BenchError(f"load generator failed: {result.stderr[-2000:]}")
+    return json.loads(result.stdout)
+
+
+# --- deliveries ----------------------------------------------------------------------------------
+
+def deliveries(n: int, tag: str, contacts: int = 500) -> list[dict[str, str]]:
+    out = []
+    for i in range(n):
+        message = payloads.text_message(f"39333{i % contacts:07d}", f"messaggio {i} ({tag})",
+                                        wamid=f"wamid.{tag}.{i:08d}")
+        body = encode(payloads.inbound(message, waba_id=WABA, phone_number_id=PNID, display_phone_number="15550001111",
+                                       profile_name=f"Cliente {i % contacts}"))
+        out.append({"body": body.decode(), "sig": sign(body, APP_SECRET)})
+    return out
+
+
+# --- the run -------------------------------------------------------------------------------------
+
+def count_messages(engine: Engine, tag: str) -> int:
+    import asyncpg
+
+    from engine.services import database_url
+
+    async def count() -> int:
+        conn = await asyncpg.connect(database_url(engine.settings))
+        try:
+            return int(await conn.fetchval("SELECT count(*) FROM messages WHERE wamid LIKE $1", f"wamid.{tag}.%"))
+        finally:
+            await conn.close()
+
+    return asyncio.run(count())
+
+
+def wait_http(url: str, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            httpx.post(url, content=b"{}", timeout=2)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    raise BenchError(f"{url} never answered")
+
+
+def bench(n: int, concurrency: int, warmup: int) -> dict[str, Any]:
+    with running_engine(keep=False) as engine:
+        with console.status("starting the engine…"):
+            engine.parlo("up", UP_TIMEOUT_S)
+            engine.parlo("tenant", 60, "create", "bench")
+            engine.parlo("channel", 60, "add", "--tenant", "bench", "--phone-number-id", PNID, "--waba-id", WABA,
+                         "--app-secret", APP_SECRET, "--verify-token", "bench-verify", "--access-token", "bench-token")
+        serve_url = f"http://127.0.0.1:{engine.settings.http_port}/webhooks/whatsapp"
+        base_port = free_port()
+        base_url = f"http://127.0.0.1:{base_port}/webhooks/whatsapp"
+        baseline = subprocess.Popen([sys.executable, __file__, "baseline", "--port", str(base_port)],
+                                    env=engine.env, cwd=engine.home)
+        try:
+            wait_http(base_url)
+            results: dict[str, Any] = {}
+            for side, url in (("serve", serve_url), ("baseline", base_url)):
+                with console.status(f"{side}: warming up…"):
+                    run_load(url, deliveries(warmup, f"{side}-warm"), concurrency, engine.home)
+                with console.status(f"{side}: {n} deliveries at concurrency {concurrency}…"):
+                    results[side] = run_load(url, deliveries(n, side), concurrency, engine.home)
+                results[side]["stored"] = count_messages(engine, side)
+        finally:
+            baseline.terminate()
+            baseline.wait(10)
+    results["ratio"] = results["serve"]["rate"] / results["baseline"]["rate"]
+    return results
+
+
+def report(results: dict[str, Any], n: int, concurrency: int) -> dict[str, Any]:
+    serve = results["serve"]
+    aims = {
+        "rate": (f">= {AIM_RATE:g}/s", serve["rate"] >= AIM_RATE),
+        "p99": (f"<= {AIM_P99_MS:g} ms", serve["p99_ms"] <= AIM_P99_MS),
+        "ratio": (f">= {AIM_RATIO:g}x baseline", results["ratio"] >= AIM_RATIO),
+    }
+    table = Table("path", "deliveries/s", "p50 ms", "p99 ms", "max ms", "answers", "rows stored")
+    for side in ("serve", "baseline"):
+        r = results[side]
+        table.add_row(side, f"{r['rate']:.0f}", f"{r['p50_ms']:.1f}", f"{r['p99_ms']:.1f}", f"{r['max_ms']:.0f}",
+                      ", ".join(f"{k}: {v}" for k, v in sorted(r["statuses"].items())), f"{r['stored']}/{n}")
+    console.print(table)
+    console.print(f"Serve / baseline throughput: {results['ratio']:.2f}x")
+    for name, (limit, met) in aims.items():
+        console.print(f"aim {name} {limit}: {'[green]met[/]' if met else '[red]not met[/]'}")
+    full = {"timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "revision": _git("rev-parse", "HEAD"),
+            "machine": machine(), "deliveries": n, "concurrency": concurrency, **results,
+            "aims": {k: {"limit": v[0], "met": v[1]} for k, v in aims.items()}}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "webhook_ingest.json").write_text(json.dumps(full, indent=2))
+    lines = ["# Webhook ingest benchmark", "",
+             f"{full['timestamp']} · revision `{full['revision']}` · {machine()['cpus_logical']} CPUs · "
+             f"{n} deliveries per path · concurrency {concurrency}", "",
+             "| path | deliveries/s | p50 ms | p99 ms | max ms | rows stored |", "|---|---:|---:|---:|---:|---:|"]
+    for side in ("serve", "baseline"):
+        r = results[side]
+        lines.append(f"| {side} | {r['rate']:.0f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['max_ms']:.0f} | "
+                     f"{r['stored']}/{n} |")
+    lines += ["", f"Serve / baseline: **{results['ratio']:.2f}x**", ""]
+    lines += [f"- aim {k} {v[0]}: {'met' if v[1] else 'not met'}" for k, v in aims.items()]
+    lines += ["", "Regenerate with `.venv/bin/python bench/webhook_ingest.py`."]
+    (RESULTS / "webhook_ingest.md").write_text("\n".join(lines) + "\n")
+    return full
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="mode")
+    b = sub.add_parser("baseline")
+    b.add_argument("--port", type=int, required=True)
+    ld = sub.add_parser("load")
+    ld.add_argument("--url", required=True)
+    ld.add_argument("--bodies", type=Path, required=True)
+    ld.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--n", type=int, default=5000)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--warmup", type=int, default=300)
+    args = parser.parse_args(argv)
+    if args.mode == "baseline":
+        serve_baseline(args.port)
+        return 0
+    if args.mode == "load":
+        print(json.dumps(asyncio.run(_load(args.url, args.bodies, args.concurrency))))
+        return 0
+    try:
+        results = bench(args.n, args.concurrency, args.warmup)
+    except BenchError as exc:
+        console.print(f"[red]benchmark failed:[/] {exc}", highlight=False)
+        return 1
+    report(results, args.n, args.concurrency)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
