@@ -53,7 +53,8 @@ class ParloGroup(click.Group):
             sys.exit(130)
         except Exception as exc:
             log.exception("unexpected error")
-            click.echo(f"parlo: unexpected error: {type(exc).__name__}: {mask_text(str(exc))} "
+            first_line = (str(exc).strip().splitlines() or [""])[0][:300]
+            click.echo(f"parlo: unexpected error: {type(exc).__name__}: {mask_text(first_line)} "
                        "(details in the log: parlo logs engine)", err=True)
             sys.exit(2)
 

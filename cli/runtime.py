@@ -99,16 +99,42 @@ def ray_running(settings: Settings) -> bool:
     return any("gcs_server" in " ".join(p.cmdline()) for p in ray_processes(settings) if p.is_running()) and _gcs_answers(settings)
 
 
-def ray_auth_env(settings: Settings) -> dict[str, str]:
-    """Our local Ray head requires a token of its own (kept with the other generated credentials).
+def ray_env(settings: Settings) -> dict[str, str]:
+    """The Ray environment of our processes: the Serve ingress choice and, for our local head, a
+    token of its own (kept with the other generated credentials).
 
     Ray's GCS listens beyond loopback, so the token is what keeps other local users out; an
     external cluster (PARLO_RAY_ADDRESS) uses whatever RAY_AUTH_* its operator configured.
     """
+    serve = {"RAY_SERVE_ENABLE_HA_PROXY": "1" if settings.serve_ha_proxy else "0"}
     if not settings.embedded_ray:
-        return {}
+        return serve
     creds = credentials.load_or_create(settings.home)
-    return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": creds.ray_token}
+    return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": creds.ray_token, **serve}
+
+
+def haproxy_dir(settings: Settings) -> Path:
+    # HAProxy caps socket paths at 97 bytes and Serve adds a 56-character node id below this dir
+    return Path("/tmp") / f"parlo-hap-{hashlib.sha256(str(settings.home).encode()).hexdigest()[:8]}"
+
+
+def haproxy_env(settings: Settings) -> dict[str, str]:
+    """Serve's HAProxy keeps its files in /tmp/haproxy-serve and listens on fixed stats and
+    metrics ports by default: give each engine its own, so two engines on one machine coexist."""
+    if not settings.serve_ha_proxy:
+        return {}
+    base = haproxy_dir(settings)
+    base.mkdir(parents=True, exist_ok=True)
+    return {
+        "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": str(base / "haproxy.cfg"),
+        "RAY_SERVE_HAPROXY_SOCKET_PATH": str(base / "admin.sock"),
+        "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": str(base),
+        "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": str(base / "server-state"),
+        "RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH": str(base / "metrics.sock"),
+        "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
+        "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
+        "RAY_SERVE_HAPROXY_NBTHREAD": str(max(1, min(4, os.cpu_count() or 1))),
+    }
 
 
 def _ray_executable() -> str:
@@ -123,7 +149,7 @@ def start_ray(settings: Settings) -> bool:
     temp_dir = ray_temp_dir(settings)
     # Secrets of external services reach workers through runtime_env (actors/settings.py), not here.
     env = {**os.environ, **{k: v for k, v in settings.env().items() if k not in ("PARLO_DATABASE_URL", "PARLO_REDIS_URL")},
-           "RAY_USAGE_STATS_ENABLED": "0", **ray_auth_env(settings)}
+           "RAY_USAGE_STATS_ENABLED": "0", **ray_env(settings), **haproxy_env(settings)}
     log_file = settings.home / "logs" / "ray-start.log"
     log_file.parent.mkdir(parents=True, exist_ok=True)
     with log_file.open("ab") as out:
@@ -171,7 +197,7 @@ def stop_ray(settings: Settings, grace_s: float = 5.0) -> bool:
 
 def connect_ray(settings: Settings) -> None:
     # Ray reads its auth settings when first imported; this process is an edge (the CLI).
-    os.environ.update(ray_auth_env(settings))
+    os.environ.update(ray_env(settings))
     import ray
 
     if ray.is_initialized():
@@ -353,6 +379,7 @@ def down(settings: Settings, step: Step = _quiet) -> list[str]:
         if stop_ray(settings):
             stopped.append("ray")
         shutil.rmtree(ray_temp_dir(settings), ignore_errors=True)
+        shutil.rmtree(haproxy_dir(settings), ignore_errors=True)
     if settings.embedded_redis:
         step("Redis")
         if embedded_redis(settings).stop():
