@@ -85,6 +85,9 @@ class Dispatcher:
         try:
             await listener.add_listener(CHANNEL, self.wake)
             while not stop.is_set():
+                # cleared before claiming, not after: a NOTIFY that lands while the claim query runs
+                # (its row not yet visible to that query) must still cut the idle wait short
+                self._wake.clear()
                 try:
                     claimed = await self.run_once()
                 except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
@@ -93,7 +96,6 @@ class Dispatcher:
                     await asyncio.sleep(idle_poll_s)
                 if claimed:
                     continue
-                self._wake.clear()
                 try:
                     await asyncio.wait_for(self._wake.wait(), idle_poll_s)
                 except asyncio.TimeoutError:
