@@ -106,7 +106,8 @@ def ray_env(settings: Settings) -> dict[str, str]:
     Ray's GCS listens beyond loopback, so the token is what keeps other local users out; an
     external cluster (PARLO_RAY_ADDRESS) uses whatever RAY_AUTH_* its operator configured.
     """
-    serve = {"RAY_SERVE_ENABLE_HA_PROXY": "1" if settings.serve_ha_proxy else "0"}
+    serve = {"RAY_SERVE_ENABLE_HA_PROXY": "1" if settings.serve_ha_proxy else "0",
+             "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1" if settings.serve_throughput_optimized else "0"}
     if not settings.embedded_ray:
         return serve
     creds = credentials.load_or_create(settings.home)

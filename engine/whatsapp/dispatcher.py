@@ -30,6 +30,7 @@ from engine.whatsapp.webhook import RouteCache
 
 log = logging.getLogger("parlo.whatsapp.dispatcher")
 CHANNEL = "parlo_outbox"
+DEFER_AFTER_S = 0.25  # a recipient who must wait longer than this goes back to the queue
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,11 +64,13 @@ class Dispatcher:
         self.batch_size = batch_size
         self.lease_s = lease_s
         self.on_outcome = on_outcome
+        self.concurrency = concurrency
         self._semaphore = asyncio.Semaphore(concurrency)
         self._wake = asyncio.Event()
         self.sent = 0
         self.failed = 0
         self.retried = 0
+        self.deferred = 0
 
     def wake(self, *_: object) -> None:
         self._wake.set()
@@ -80,26 +83,45 @@ class Dispatcher:
         return len(rows)
 
     async def run(self, stop: asyncio.Event, idle_poll_s: float = 1.0) -> None:
-        """Process until ``stop`` is set; woken by NOTIFY on ``parlo_outbox``, polling for due retries."""
+        """Process until ``stop`` is set; woken by NOTIFY on ``parlo_outbox``, polling for due retries.
+
+        Rows are claimed as slots free up (never a whole batch at a time), so one slow send or
+        recipient does not hold the others back."""
         listener = await self.pool.acquire()
+        in_flight: set[asyncio.Task[None]] = set()
+
+        def finished(task: asyncio.Task[None]) -> None:
+            in_flight.discard(task)
+            self._wake.set()  # a free slot: claim more
+
         try:
             await listener.add_listener(CHANNEL, self.wake)
             while not stop.is_set():
                 # cleared before claiming, not after: a NOTIFY that lands while the claim query runs
                 # (its row not yet visible to that query) must still cut the idle wait short
                 self._wake.clear()
-                try:
-                    claimed = await self.run_once()
-                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                    log.warning("outbox claim failed; retrying", extra={"error": type(exc).__name__})
-                    claimed = 0
-                    await asyncio.sleep(idle_poll_s)
-                if claimed:
-                    continue
+                free = self.concurrency - len(in_flight)
+                claimed = 0
+                if free > 0:
+                    try:
+                        rows = await self.pool.fetch(sql("outbound", "claim_outbox"), free, self.lease_s)
+                    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                        log.warning("outbox claim failed; retrying", extra={"error": type(exc).__name__})
+                        rows = []
+                        await asyncio.sleep(idle_poll_s)
+                    for row in rows:
+                        task = asyncio.create_task(self._process(row))
+                        in_flight.add(task)
+                        task.add_done_callback(finished)
+                    claimed = len(rows)
+                if claimed and claimed == free:
+                    continue  # there may be more due right now
                 try:
                     await asyncio.wait_for(self._wake.wait(), idle_poll_s)
                 except asyncio.TimeoutError:
                     pass
+            if in_flight:
+                await asyncio.gather(*in_flight, return_exceptions=True)
         finally:
             try:
                 await listener.remove_listener(CHANNEL, self.wake)
@@ -149,9 +171,17 @@ class Dispatcher:
                         raise ChannelGone("the WhatsApp number of this message is no longer active",
                                           reason_en="the WhatsApp number was removed",
                                           reason_it="il numero WhatsApp è stato rimosso")
+                    recipient = payload.get("to")
+                    if recipient:
+                        delay = self.pacer.recipient_delay(route.phone_number_id, recipient)
+                        if delay > DEFER_AFTER_S:
+                            # give the slot back instead of sleeping in it; not an attempt
+                            await self.pool.execute(sql("outbound", "outbox_defer"), row["id"], delay)
+                            self.deferred += 1
+                            return
                     if message_id is not None:
                         await self.pool.execute(sql("outbound", "message_sending"), tenant_id, message_id)
-                    await self._pace(route.phone_number_id, payload.get("to"))
+                    await self._pace(route.phone_number_id, recipient)
                     wamid = await self._send(route, payload)
                 except MetaApiError as exc:
                     await self._failed(row, exc)

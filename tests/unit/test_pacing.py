@@ -39,7 +39,7 @@ def test_pacer_holds_the_number_rate_over_time() -> None:
 
 def test_recipient_pacing_does_not_spend_the_number_budget() -> None:
     clock = Clock()
-    pacer = Pacer(per_number_rate=5, per_recipient_rate=1, per_recipient_burst=1, clock=clock)
+    pacer = Pacer(per_number_rate=5, per_recipient_rate=1, per_recipient_burst=1, clock=clock, per_number_burst=5)
     assert pacer.try_acquire("pn", "alice") == 0.0
     assert pacer.try_acquire("pn", "alice") == pytest.approx(1.0)
     # alice's refusals did not consume the number's tokens: four others can still go now
@@ -51,3 +51,23 @@ def test_recipient_pacing_does_not_spend_the_number_budget() -> None:
 def test_invalid_buckets() -> None:
     with pytest.raises(ValueError):
         TokenBucket(rate=0, burst=1)
+
+
+def test_default_number_burst_is_a_tenth_of_a_second() -> None:
+    clock = Clock()
+    pacer = Pacer(per_number_rate=80, per_recipient_rate=1000, clock=clock)
+    allowed = 0
+    while pacer.try_acquire("pn", f"r{allowed}") == 0.0:
+        allowed += 1
+    assert allowed == 8  # not 80: an idle number does not get a second's worth at once
+    assert pacer.recipient_delay("pn", "r0") == 0.0
+
+
+def test_recipient_delay_takes_nothing() -> None:
+    clock = Clock()
+    pacer = Pacer(per_number_rate=100, per_recipient_rate=1, per_recipient_burst=1, clock=clock)
+    assert pacer.try_acquire("pn", "alice") == 0.0
+    assert pacer.recipient_delay("pn", "alice") == pytest.approx(1.0)
+    assert pacer.recipient_delay("pn", "alice") == pytest.approx(1.0)  # asking twice does not cost twice
+    clock.now += 1
+    assert pacer.recipient_delay("pn", "alice") == 0.0

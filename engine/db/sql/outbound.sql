@@ -44,6 +44,11 @@ UPDATE outbox SET state = 'done', last_error = NULL, updated_at = now() WHERE id
 UPDATE outbox SET state = 'pending', run_after = now() + make_interval(secs => $2), last_error = $3, updated_at = now()
 WHERE id = $1 AND state = 'in_flight';
 
+-- name: outbox_defer
+UPDATE outbox SET state = 'pending', run_after = now() + make_interval(secs => $2),
+                  attempts = GREATEST(attempts - 1, 0), updated_at = now()
+WHERE id = $1 AND state = 'in_flight';
+
 -- name: outbox_dead
 UPDATE outbox SET state = 'dead', last_error = $2, updated_at = now() WHERE id = $1 AND state = 'in_flight';
 
