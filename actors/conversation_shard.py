@@ -57,6 +57,11 @@ class ConversationShard:
         pool = await self._ready()
         return await self.store.refresh_many(pool, [uuid.UUID(cid) for cid in conversation_ids])
 
+    async def apply(self, changed: dict[str, dict[str, Any] | None]) -> int:
+        """Committed state of some conversations (None: re-read it). Returns how many were updated."""
+        pool = await self._ready()
+        return await self.store.apply(pool, {uuid.UUID(cid): row for cid, row in changed.items()})
+
     async def reload(self) -> int:
         pool = await self._ready()
         return await self.store.load(pool)

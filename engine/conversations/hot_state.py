@@ -109,6 +109,24 @@ class ConversationStore:
                 open_count += 1
         return open_count
 
+    async def apply(self, conn: asyncpg.Connection | asyncpg.Pool,
+                    changed: dict[uuid.UUID, dict[str, object] | None]) -> int:
+        """Take conversations' state as a committed transaction returned it; re-read from PostgreSQL
+        only those given without a state. Returns how many conversations were updated."""
+        unknown = []
+        for cid, row in changed.items():
+            if not self.owns(cid):
+                raise ValueError(f"conversation {cid} does not belong to shard {self.shard_index}")
+            if row is None:
+                unknown.append(cid)
+            elif row.get("status") == "resolved":
+                self._conversations.pop(cid, None)
+            else:
+                self._conversations[cid] = ConversationState(**row)  # type: ignore[arg-type]
+        if unknown:
+            await self.refresh_many(conn, unknown)
+        return len(changed)
+
     def lock(self, conversation_id: uuid.UUID) -> asyncio.Lock:
         """The lock that keeps one conversation's events in order inside an async actor."""
         return self._locks.setdefault(conversation_id, asyncio.Lock())

@@ -35,7 +35,8 @@ SET last_inbound_at = GREATEST(last_inbound_at, $2),
     unread_count = unread_count + $3,
     updated_at = now()
 WHERE id = $1
-RETURNING id, tenant_id, last_inbound_at, last_message_at, unread_count;
+RETURNING id, tenant_id, channel_id, contact_id, status, ai_mode, assignee_id, unread_count,
+          last_inbound_at, last_message_at;
 
 -- name: insert_media
 INSERT INTO media (tenant_id, message_id, media_id, mime_type, sha256)
