@@ -18,7 +18,7 @@ import orjson
 
 from engine.crypto import SecretBox
 from engine.db.pool import CONNECT_ERRORS
-from engine.errors import ServiceUnavailable
+from engine.errors import ConfigError, ServiceUnavailable
 from engine.whatsapp import channels
 from engine.whatsapp.channels import ChannelRoute
 from engine.whatsapp.ingest import IngestResult, store
@@ -26,6 +26,11 @@ from engine.whatsapp.parse import InvalidWebhook, parse_webhook
 from engine.whatsapp.signature import matching_secret
 
 log = logging.getLogger("parlo.whatsapp.webhook")
+
+# Meta's payloads nest about a dozen levels. orjson accepts up to 1024, but the jsonb encoder
+# (json.dumps) and _scrub_nul recurse, and a RecursionError there would escape as a 500 that
+# Meta retries forever: refuse anything deeper than this, well under Python's recursion limit.
+MAX_JSON_DEPTH = 128
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +73,19 @@ def _scrub_nul(value: Any) -> Any:
     return value
 
 
+def _too_deep(value: Any, limit: int = MAX_JSON_DEPTH) -> bool:
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
+
+
 class WebhookReceiver:
     def __init__(self, pool: Any, box: SecretBox, *, max_bytes: int, routes: RouteCache | None = None) -> None:
         self.pool = pool
@@ -97,12 +115,18 @@ class WebhookReceiver:
                 secret = matching_secret(body, signature, {r.app_secret for r in routes.values()})
         except CONNECT_ERRORS as exc:
             return WebhookOutcome(503, f"PostgreSQL is unavailable ({type(exc).__name__}); retry later")
+        except ConfigError as exc:  # channel secrets that do not decrypt: an operator must act; Meta keeps retrying
+            log.error("webhook refused: %s", exc)
+            return WebhookOutcome(503, "channel secrets cannot be read; retry later")
         if secret is None:
             return WebhookOutcome(401, "invalid X-Hub-Signature-256")
         try:
             payload = orjson.loads(body)
         except orjson.JSONDecodeError:
             return WebhookOutcome(400, "body is not valid JSON")
+        # fewer brackets than the limit cannot nest deeper than it: skip the walk for ordinary bodies
+        if body.count(b"[") + body.count(b"{") > MAX_JSON_DEPTH and _too_deep(payload):
+            return WebhookOutcome(400, f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
         if b"\\u0000" in body:
             payload = _scrub_nul(payload)
         try:
@@ -113,11 +137,12 @@ class WebhookReceiver:
         try:
             async with self.pool.acquire() as conn:
                 result = await store(conn, batch, body, payload, signed_routes)
-        except CONNECT_ERRORS as exc:
-            return WebhookOutcome(503, f"PostgreSQL is unavailable ({type(exc).__name__}); retry later")
         except asyncpg.DataError as exc:
+            # before CONNECT_ERRORS, which holds every PostgresError: a retry cannot fix bad data
             log.warning("webhook rejected by the database", extra={"error": str(exc)[:200]})
             return WebhookOutcome(400, "payload holds values the database cannot store")
+        except CONNECT_ERRORS as exc:
+            return WebhookOutcome(503, f"PostgreSQL is unavailable ({type(exc).__name__}); retry later")
         except asyncpg.PostgresError:
             log.exception("webhook not stored")
             return WebhookOutcome(503, "the delivery could not be stored; retry later")
