@@ -298,7 +298,7 @@ def _progress() -> Progress:
 def _report(cfg: Config, sim: Simulator, dispatcher: Dispatcher, queue_s: float, send_s: float) -> dict[str, Any]:
     sends = sim.sent
     per_number = [number_figures(pnid, [s.accepted_at for s in sends if s.phone_number_id == pnid],
-                                 cfg.rate, max(1.0, cfg.rate))  # the Pacer's number bucket holds one second
+                                 cfg.rate, dispatcher.pacer.number_burst)
                   for pnid, _, _ in PHONES]
     hot = {wa_id for wa_id, _ in _hot_pairs(cfg)}
     recipients = {"bulk": recipient_figures([s for s in sends if s.wa_id not in hot], cfg.per_recipient_rate,
@@ -400,8 +400,8 @@ def markdown(r: dict[str, Any]) -> str:
         f"lost {r['lost']}; "
         f"sends refused by Meta {r['rejected_by_meta']}.",
         "",
-        "The number bucket holds one second of tokens (burst = rate) and starts full, so the first second may "
-        "carry up to rate + burst; \"rate after 1st s\" is the steady rate. \"Span floor\" is the shortest time "
+        "The number bucket holds a tenth of a second of tokens (burst = rate / 10) and starts full, so a second "
+        "may carry up to rate + burst; \"rate after 1st s\" is the steady rate. \"Span floor\" is the shortest time "
         "the recipient bucket allows between a pair's first and last send. \"hot\" pairs are the few recipients "
         f"that get {cfg['hot_messages']} messages each on the first number, clustered in the first tenth of the "
         "bulk stream, so that the recipient bucket binds; \"held within jitter\" means at most "

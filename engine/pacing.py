@@ -70,6 +70,10 @@ class Pacer:
             self._recipients.move_to_end(key)
         return bucket
 
+    @property
+    def number_burst(self) -> float:
+        return self._per_number_burst
+
     def recipient_delay(self, phone_number_id: str, recipient: str) -> float:
         """Seconds until this recipient may get another message (0.0 if now); takes nothing."""
         pair = self._recipient((phone_number_id, recipient))

@@ -30,7 +30,14 @@ from engine.whatsapp.webhook import RouteCache
 
 log = logging.getLogger("parlo.whatsapp.dispatcher")
 CHANNEL = "parlo_outbox"
-DEFER_AFTER_S = 0.25  # a recipient who must wait longer than this goes back to the queue
+DEFER_AFTER_S = 0.25
+# After a send whose outcome is unknown (timed out after the request went out), wait at least this
+# long before trying again, so Meta's status webhook for it can arrive and be recognised first.
+AMBIGUOUS_RETRY_S = 20.0
+
+
+def callback_tag(outbox_id: int) -> str:
+    return f"parlo:outbox:{outbox_id}"  # a recipient who must wait longer than this goes back to the queue
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +62,8 @@ class ChannelGone(MetaApiError):
 class Dispatcher:
     def __init__(self, pool: Any, routes: RouteCache, graph_for: Callable[[ChannelRoute], GraphClient], *,
                  pacer: Pacer, retry: RetryStrategy, batch_size: int = 64, concurrency: int = 16,
-                 lease_s: float = 120.0, on_outcome: OnOutcome | None = None) -> None:
+                 lease_s: float = 120.0, on_outcome: OnOutcome | None = None,
+                 ambiguous_retry_s: float = AMBIGUOUS_RETRY_S) -> None:
         self.pool = pool
         self.routes = routes
         self.graph_for = graph_for
@@ -64,6 +72,7 @@ class Dispatcher:
         self.batch_size = batch_size
         self.lease_s = lease_s
         self.on_outcome = on_outcome
+        self.ambiguous_retry_s = ambiguous_retry_s
         self.concurrency = concurrency
         self._semaphore = asyncio.Semaphore(concurrency)
         self._wake = asyncio.Event()
@@ -71,6 +80,7 @@ class Dispatcher:
         self.failed = 0
         self.retried = 0
         self.deferred = 0
+        self.recognised = 0
 
     def wake(self, *_: object) -> None:
         self._wake.set()
@@ -132,21 +142,23 @@ class Dispatcher:
         while (wait := self.pacer.try_acquire(phone_number_id, recipient)) > 0:
             await asyncio.sleep(wait)
 
-    async def _send(self, route: ChannelRoute, payload: dict[str, Any]) -> str | None:
+    async def _send(self, route: ChannelRoute, payload: dict[str, Any], outbox_id: int) -> str | None:
         graph = self.graph_for(route)
         kind = payload.get("kind")
         pnid, to = route.phone_number_id, payload.get("to", "")
+        tag = callback_tag(outbox_id)
         if kind == "text":
-            result = await graph.send_text(pnid, to, payload["body"], reply_to=payload.get("reply_to"))
+            result = await graph.send_text(pnid, to, payload["body"], reply_to=payload.get("reply_to"), callback_data=tag)
         elif kind in ("image", "audio", "video", "document", "sticker"):
             result = await graph.send_media(pnid, to, kind, media_id=payload.get("media_id"), link=payload.get("link"),
                                             caption=payload.get("caption"), filename=payload.get("filename"),
-                                            reply_to=payload.get("reply_to"))
+                                            reply_to=payload.get("reply_to"), callback_data=tag)
         elif kind == "template":
             result = await graph.send_template(pnid, to, payload["name"], payload["language"],
-                                               components=payload.get("components") or None)
+                                               components=payload.get("components") or None, callback_data=tag)
         elif kind == "reaction":
-            result = await graph.send_reaction(pnid, to, payload["target_wamid"], payload.get("emoji", ""))
+            result = await graph.send_reaction(pnid, to, payload["target_wamid"], payload.get("emoji", ""),
+                                               callback_data=tag)
         elif kind == "mark_read":
             await graph.mark_read(pnid, payload["wamid"])
             return None
@@ -182,7 +194,16 @@ class Dispatcher:
                     if message_id is not None:
                         await self.pool.execute(sql("outbound", "message_sending"), tenant_id, message_id)
                     await self._pace(route.phone_number_id, recipient)
-                    wamid = await self._send(route, payload)
+                    wamid = None
+                    if row["attempts"] > 1 and message_id is not None:
+                        # tried before: if Meta took that attempt (its answer lost to a timeout or a
+                        # crash), its status webhooks name this row; do not send a second copy
+                        wamid = await self.pool.fetchval(sql("outbound", "wamid_seen_for_outbox"), tenant_id,
+                                                         callback_tag(row["id"]))
+                        if wamid is not None:
+                            self.recognised += 1
+                    if wamid is None:
+                        wamid = await self._send(route, payload, row["id"])
                 except MetaApiError as exc:
                     await self._failed(row, exc)
                     return
@@ -212,7 +233,10 @@ class Dispatcher:
         reason = f"{error.code or ''} {error.reason_en}".strip()
         if decision.retry:
             self.retried += 1
-            await self.pool.execute(sql("outbound", "outbox_retry"), row["id"], decision.delay_s, reason[:500])
+            delay = decision.delay_s or 0.0
+            if getattr(error, "ambiguous", False):
+                delay = max(delay, self.ambiguous_retry_s)
+            await self.pool.execute(sql("outbound", "outbox_retry"), row["id"], delay, reason[:500])
             log.info("outbound will retry", extra={"outbox_id": row["id"], "delay_s": decision.delay_s, "code": error.code})
             await self._notify(Outcome(row["id"], tenant_id, message_id, None, "retry", None, None, reason))
             return

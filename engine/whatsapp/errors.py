@@ -35,7 +35,10 @@ RAW_BODY_LIMIT = 4000
 
 
 class MetaApiError(ParloError):
-    """An error answered by (or on the way to) the Cloud API. ``retryable`` is per instance."""
+    """An error answered by (or on the way to) the Cloud API. ``retryable`` is per instance;
+    ``ambiguous`` says the request may have been carried out although no answer came back."""
+
+    ambiguous: bool = False
 
     def __init__(
         self,

@@ -154,9 +154,14 @@ class GraphClient:
         try:
             yield
         except httpx.TimeoutException as exc:
-            raise network_error(f"{what} timed out ({type(exc).__name__})", secrets=(self._token,)) from exc
+            error = network_error(f"{what} timed out ({type(exc).__name__})", secrets=(self._token,))
+            # past the connect phase the request may have reached Meta and been acted on
+            error.ambiguous = not isinstance(exc, (httpx.ConnectTimeout, httpx.PoolTimeout))
+            raise error from exc
         except httpx.TransportError as exc:
-            raise network_error(f"{what} failed: {type(exc).__name__}: {exc}", secrets=(self._token,)) from exc
+            error = network_error(f"{what} failed: {type(exc).__name__}: {exc}", secrets=(self._token,))
+            error.ambiguous = not isinstance(exc, httpx.ConnectError)
+            raise error from exc
 
     async def _request(
         self,
@@ -228,7 +233,7 @@ class GraphClient:
     # --- messages ---------------------------------------------------------------------------
 
     async def _send(self, phone_number_id: str, to: str, type_: str, content: Mapping[str, Any],
-                    reply_to: str | None = None) -> SendResult:
+                    reply_to: str | None = None, callback_data: str | None = None) -> SendResult:
         payload: dict[str, Any] = {
             "messaging_product": "whatsapp",
             "recipient_type": "individual",
@@ -238,6 +243,10 @@ class GraphClient:
         }
         if reply_to:
             payload["context"] = {"message_id": reply_to}
+        if callback_data:
+            # echoed by Meta in this message's status webhooks: how a send whose answer we never
+            # saw is recognised later (engine/whatsapp/dispatcher.py)
+            payload["biz_opaque_callback_data"] = callback_data[:512]
         answer = await self._json("POST", f"{phone_number_id}/messages", json_body=payload)
         messages = answer.get("messages")
         wamid = messages[0].get("id") if isinstance(messages, list) and messages and isinstance(messages[0], dict) else None
@@ -254,12 +263,13 @@ class GraphClient:
         return SendResult(wamid=wamid, wa_id=wa_id if isinstance(wa_id, str) else None)
 
     async def send_text(self, phone_number_id: str, to: str, body: str, *, preview_url: bool = False,
-                        reply_to: str | None = None) -> SendResult:
-        return await self._send(phone_number_id, to, "text", {"preview_url": preview_url, "body": body}, reply_to)
+                        reply_to: str | None = None, callback_data: str | None = None) -> SendResult:
+        return await self._send(phone_number_id, to, "text", {"preview_url": preview_url, "body": body}, reply_to,
+                                callback_data)
 
     async def send_media(self, phone_number_id: str, to: str, kind: MediaKind | str, *, media_id: str | None = None,
                          link: str | None = None, caption: str | None = None, filename: str | None = None,
-                         reply_to: str | None = None) -> SendResult:
+                         reply_to: str | None = None, callback_data: str | None = None) -> SendResult:
         if kind not in MEDIA_KINDS:
             raise ValueError(f"media kind must be one of {MEDIA_KINDS}, not {kind!r}")
         if (media_id is None) == (link is None):
@@ -273,18 +283,21 @@ class GraphClient:
             content["caption"] = caption
         if filename is not None:
             content["filename"] = filename
-        return await self._send(phone_number_id, to, kind, content, reply_to)
+        return await self._send(phone_number_id, to, kind, content, reply_to, callback_data)
 
     async def send_template(self, phone_number_id: str, to: str, name: str, language: str, *,
-                            components: Sequence[Mapping[str, Any]] | None = None) -> SendResult:
+                            components: Sequence[Mapping[str, Any]] | None = None,
+                            callback_data: str | None = None) -> SendResult:
         content: dict[str, Any] = {"name": name, "language": {"code": language}}
         if components:
             content["components"] = list(components)
-        return await self._send(phone_number_id, to, "template", content)
+        return await self._send(phone_number_id, to, "template", content, callback_data=callback_data)
 
-    async def send_reaction(self, phone_number_id: str, to: str, target_wamid: str, emoji: str) -> SendResult:
+    async def send_reaction(self, phone_number_id: str, to: str, target_wamid: str, emoji: str, *,
+                            callback_data: str | None = None) -> SendResult:
         """React to a message; an empty ``emoji`` removes the reaction."""
-        return await self._send(phone_number_id, to, "reaction", {"message_id": target_wamid, "emoji": emoji})
+        return await self._send(phone_number_id, to, "reaction", {"message_id": target_wamid, "emoji": emoji},
+                                callback_data=callback_data)
 
     async def mark_read(self, phone_number_id: str, wamid: str) -> None:
         await self._json("POST", f"{phone_number_id}/messages",

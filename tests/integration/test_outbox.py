@@ -192,7 +192,8 @@ async def test_queue_text_writes_message_and_outbox_in_one_transaction_then_send
     assert send.phone_number_id == PHONE and send.to == CUSTOMER
     assert send.payload == {"messaging_product": "whatsapp", "recipient_type": "individual", "to": CUSTOMER,
                             "type": "text", "text": {"preview_url": False, "body": "Ciao, il tuo ordine è pronto"},
-                            "context": {"message_id": "wamid.inbound-1"}}
+                            "context": {"message_id": "wamid.inbound-1"},
+                            "biz_opaque_callback_data": f"parlo:outbox:{queued.outbox_id}"}
     [message] = await w.messages()
     assert message["status"] == "sent" and message["wamid"] == send.wamid and message["sent_at"] is not None
     assert [(o["state"], o["attempts"], o["last_error"]) for o in await w.outbox()] == [("done", 1, None)]
@@ -224,6 +225,10 @@ async def test_media_template_reaction_and_mark_read_are_sent_as_meta_expects(wo
 
     base = {"messaging_product": "whatsapp", "recipient_type": "individual", "to": CUSTOMER}
     by_type = {s.type: s for s in w.sim.sent}
+    tags = {s.type: s.payload.pop("biz_opaque_callback_data") for s in w.sim.sent}
+    outbox_ids = {"image": image.outbox_id, "document": doc.outbox_id, "template": template.outbox_id,
+                  "reaction": reaction.outbox_id}
+    assert tags == {t: f"parlo:outbox:{i}" for t, i in outbox_ids.items()}
     assert len(w.sim.sent) == 4 and set(by_type) == {"image", "document", "template", "reaction"}
     assert by_type["image"].payload == {**base, "type": "image", "image": {"id": "1234567890", "caption": "lo scontrino"}}
     assert by_type["document"].payload == {**base, "type": "document",
@@ -280,7 +285,7 @@ async def _outage_run(w: World, mode: str, timeout: float) -> None:
         for i in range(5):
             await outbound.queue_text(conn, w.tenant_id, conversations[i], f"before-{i}")
     w.sim.inject_outage(seconds=1.0, mode=mode, hang_s=30)
-    dispatcher = w.dispatcher(timeout=timeout)
+    dispatcher = w.dispatcher(timeout=timeout, ambiguous_retry_s=0.0)  # no status can come from a hang
     stop = asyncio.Event()
     loop = asyncio.create_task(dispatcher.run(stop, idle_poll_s=0.05))
     try:
@@ -319,22 +324,50 @@ async def test_hanging_api_times_out_is_retried_and_every_message_sent_once(worl
     assert {a.fault for a in world.sim.failed_attempts} == {"outage:hang"}
 
 
-async def test_accepted_then_timed_out_send_is_sent_twice(world: World) -> None:
-    """Meta took the message but its answer came after our timeout. The Cloud API has no
-    idempotency key, so the retry sends it again: the customer gets it twice, and Parlo keeps
-    only the second wamid (statuses of the first stay pending for ever). Shown, not hidden."""
+async def test_accepted_then_timed_out_send_is_recognised_by_its_status_and_not_sent_again(world: World) -> None:
+    """Meta took the message but its answer came after our timeout. Each send carries
+    biz_opaque_callback_data naming its outbox row; Meta echoes it in the status webhooks, so the
+    retry, held back until a status could arrive, finds the first send and does not repeat it."""
+    w = world
+    cid = await w.conversation()
+    async with w.pool.acquire() as conn:
+        await outbound.queue_text(conn, w.tenant_id, cid, "una volta sola")
+    w.sim.inject_outage(requests=1, mode="accept_then_hang", hang_s=30)
+    dispatcher = w.dispatcher(timeout=0.3, ambiguous_retry_s=0.5)
+    assert await dispatcher.run_once() == 1
+    [first] = w.sim.sent
+    [row] = await w.outbox()
+    assert row["state"] == "pending" and row["attempts"] == 1  # ambiguous: held back, not resent at once
+    assert first.callback_data == f"parlo:outbox:{row['id']}"
+
+    status = payloads.status(first.wamid, "sent", CUSTOMER, biz_opaque_callback_data=first.callback_data)
+    body = encode(payloads.webhook(payloads.entry(WABA, payloads.statuses_change(PHONE, DISPLAY, [status]))))
+    assert (await WebhookReceiver(w.pool, w.box, max_bytes=1_000_000).receive(body, sign(body, APP_SECRET))).status == 200
+
+    await w.drain(dispatcher)
+    assert w.sim.count_by_recipient() == {CUSTOMER: 1}
+    assert dispatcher.recognised == 1 and dispatcher.sent == 1
+    [message] = await w.messages()
+    assert message["status"] == "sent" and message["wamid"] == first.wamid
+    assert [(o["state"], o["attempts"]) for o in await w.outbox()] == [("done", 2)]
+    pending = await w.pool.fetchval("SELECT count(*) FROM message_statuses WHERE message_id IS NULL")
+    assert pending == 0  # the early status now belongs to the message
+
+
+async def test_accepted_then_timed_out_send_without_any_status_is_sent_twice(world: World) -> None:
+    """If no status of the first send arrives before the retry, nothing can tell it happened: the
+    Cloud API has no idempotency key, so the customer gets the message twice. Shown, not hidden."""
     w = world
     cid = await w.conversation()
     async with w.pool.acquire() as conn:
         await outbound.queue_text(conn, w.tenant_id, cid, "una volta sola?")
     w.sim.inject_outage(requests=1, mode="accept_then_hang", hang_s=30)
-    await w.drain(w.dispatcher(timeout=0.3))
+    await w.drain(w.dispatcher(timeout=0.3, ambiguous_retry_s=0.1))
     first, second = w.sim.sent
     assert first.text == second.text == "una volta sola?" and first.wamid != second.wamid
     assert w.sim.count_by_recipient() == {CUSTOMER: 2}
     [message] = await w.messages()
     assert message["status"] == "sent" and message["wamid"] == second.wamid
-    assert [(o["state"], o["attempts"]) for o in await w.outbox()] == [("done", 2)]
 
 
 # -- 4. permanent errors: dead letters and manual retry ------------------------------------------
@@ -577,8 +610,26 @@ async def test_dispatcher_actor_restarts_after_a_kill_and_finishes_the_stream(
     await queue_texts(w, total, recipients=total)
     w.sim.set_latency(0.01, max_seconds=0.03)  # so that some sends are on the wire when the actor dies
 
+    # Meta's side of the contract: a status webhook (echoing biz_opaque_callback_data) for every
+    # accepted send, posted signed to our receiver within a few tens of milliseconds
+    receiver = WebhookReceiver(w.pool, secret_box(settings), max_bytes=1_000_000)
+    pumped = 0
+
+    async def status_pump() -> None:
+        nonlocal pumped
+        while True:
+            fresh = w.sim.sent[pumped:]
+            pumped += len(fresh)
+            if fresh:
+                statuses = [payloads.status(s.wamid, "sent", s.wa_id, biz_opaque_callback_data=s.callback_data)
+                            for s in fresh]
+                body = encode(payloads.webhook(payloads.entry(WABA, payloads.statuses_change(PHONE, DISPLAY, statuses))))
+                assert (await receiver.receive(body, sign(body, APP_SECRET))).status == 200
+            await asyncio.sleep(0.02)
+
     _kill_dispatcher_actor()
     handle = ensure_dispatcher(settings)
+    pump = asyncio.create_task(status_pump())
     try:
         deadline = time.monotonic() + 60
         while len(w.sim.sent) < 100:  # the second claimed batch (rows 65-128) is half sent
@@ -591,11 +642,13 @@ async def test_dispatcher_actor_restarts_after_a_kill_and_finishes_the_stream(
         recovered_in = await w.wait_all_done(total, timeout=90)
         stats = await handle.stats.remote()  # the restarted instance answers
     finally:
+        pump.cancel()
         _kill_dispatcher_actor()
 
     counts = w.sim.count_by_recipient()
     duplicates = {wa: n for wa, n in counts.items() if n > 1}
     assert set(counts) == {customer(i) for i in range(total)}  # none lost
+    assert duplicates == {}  # none doubled: sends on the wire at the kill were recognised by their status
     assert len(w.sim.sent) == total + sum(n - 1 for n in duplicates.values())
     # rows the dead instance held came back after the lease (a second claim); a duplicate can
     # only be one of them: its send was on the wire when the actor died

@@ -84,3 +84,8 @@ UPDATE messages SET status = 'queued', error = NULL WHERE id = $1 AND status = '
 SELECT id, phone_number_id FROM channels
 WHERE tenant_id = $1 AND active AND ($2::text IS NULL OR phone_number_id = $2)
 ORDER BY created_at LIMIT 1;
+
+-- name: wamid_seen_for_outbox
+SELECT wamid FROM message_statuses
+WHERE tenant_id = $1 AND raw ? 'biz_opaque_callback_data' AND raw->>'biz_opaque_callback_data' = $2
+ORDER BY id LIMIT 1;
