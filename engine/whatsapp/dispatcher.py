@@ -10,6 +10,7 @@ back with backoff and jitter, a permanent one marks the message ``failed`` with 
 from __future__ import annotations
 
 import asyncio
+import time
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
@@ -25,7 +26,7 @@ from engine.retry import RetryStrategy
 from engine.whatsapp.channels import ChannelRoute
 from engine.whatsapp.errors import MetaApiError
 from engine.whatsapp.graph import GraphClient
-from engine.whatsapp.ingest import adopt_pending_statuses
+from engine.whatsapp.ingest import adopt_orphans, adopt_pending_statuses
 from engine.whatsapp.webhook import RouteCache
 
 log = logging.getLogger("parlo.whatsapp.dispatcher")
@@ -63,7 +64,7 @@ class Dispatcher:
     def __init__(self, pool: Any, routes: RouteCache, graph_for: Callable[[ChannelRoute], GraphClient], *,
                  pacer: Pacer, retry: RetryStrategy, batch_size: int = 64, concurrency: int = 16,
                  lease_s: float = 120.0, on_outcome: OnOutcome | None = None,
-                 ambiguous_retry_s: float = AMBIGUOUS_RETRY_S) -> None:
+                 ambiguous_retry_s: float = AMBIGUOUS_RETRY_S, orphan_sweep_s: float = 10.0) -> None:
         self.pool = pool
         self.routes = routes
         self.graph_for = graph_for
@@ -73,6 +74,7 @@ class Dispatcher:
         self.lease_s = lease_s
         self.on_outcome = on_outcome
         self.ambiguous_retry_s = ambiguous_retry_s
+        self.orphan_sweep_s = orphan_sweep_s
         self.concurrency = concurrency
         self._semaphore = asyncio.Semaphore(concurrency)
         self._wake = asyncio.Event()
@@ -104,9 +106,13 @@ class Dispatcher:
             in_flight.discard(task)
             self._wake.set()  # a free slot: claim more
 
+        next_sweep = 0.0
         try:
             await listener.add_listener(CHANNEL, self.wake)
             while not stop.is_set():
+                if time.monotonic() >= next_sweep:
+                    next_sweep = time.monotonic() + self.orphan_sweep_s
+                    await self._sweep_orphans()
                 # cleared before claiming, not after: a NOTIFY that lands while the claim query runs
                 # (its row not yet visible to that query) must still cut the idle wait short
                 self._wake.clear()
@@ -137,6 +143,16 @@ class Dispatcher:
                 await listener.remove_listener(CHANNEL, self.wake)
             finally:
                 await self.pool.release(listener)
+
+    async def _sweep_orphans(self) -> None:
+        try:
+            async with self.pool.acquire() as conn:
+                adopted = await adopt_orphans(conn)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.warning("orphan status sweep failed", extra={"error": type(exc).__name__})
+            return
+        if adopted:
+            log.info("statuses adopted late", extra={"count": adopted})
 
     async def _pace(self, phone_number_id: str, recipient: str | None) -> None:
         while (wait := self.pacer.try_acquire(phone_number_id, recipient)) > 0:

@@ -180,3 +180,15 @@ async def adopt_pending_statuses(conn: asyncpg.Connection, tenant_id: uuid.UUID,
         if advanced is not None:
             moved = advanced["status"]
     return moved
+
+
+async def adopt_orphans(conn: asyncpg.Connection) -> int:
+    """Attach statuses that arrived while their message's wamid was being recorded (both
+    transactions open at once, neither seeing the other) and apply them. Returns how many."""
+    async with conn.transaction():
+        rows = await conn.fetch(sql("inbound", "adopt_orphans"))
+        for row in sorted(rows, key=lambda r: (str(r["tenant_id"]), r["wamid"], r["occurred_at"])):
+            if row["status"] in TRACKED_STATUSES:
+                await conn.execute(sql("inbound", "advance_message_status"), row["tenant_id"], row["wamid"],
+                                   row["status"], row["errors"], row["occurred_at"])
+    return len(rows)

@@ -27,6 +27,11 @@ from engine.whatsapp.signature import matching_secret
 
 log = logging.getLogger("parlo.whatsapp.webhook")
 
+# While storing, only these mean "the database is not there"; any other PostgresError is logged
+# with its trace, and an error of ours (a bug) is left to surface rather than hidden as a 503.
+STORE_UNAVAILABLE = (OSError, asyncio.TimeoutError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError,
+                     asyncpg.CannotConnectNowError, asyncpg.exceptions.OperatorInterventionError)
+
 # Meta's payloads nest about a dozen levels. orjson accepts up to 1024, but the jsonb encoder
 # (json.dumps) and _scrub_nul recurse, and a RecursionError there would escape as a 500 that
 # Meta retries forever: refuse anything deeper than this, well under Python's recursion limit.
@@ -137,13 +142,12 @@ class WebhookReceiver:
         try:
             async with self.pool.acquire() as conn:
                 result = await store(conn, batch, body, payload, signed_routes)
-        except asyncpg.DataError as exc:
-            # before CONNECT_ERRORS, which holds every PostgresError: a retry cannot fix bad data
+        except asyncpg.DataError as exc:  # a retry cannot fix bad data
             log.warning("webhook rejected by the database", extra={"error": str(exc)[:200]})
             return WebhookOutcome(400, "payload holds values the database cannot store")
-        except CONNECT_ERRORS as exc:
+        except STORE_UNAVAILABLE as exc:
             return WebhookOutcome(503, f"PostgreSQL is unavailable ({type(exc).__name__}); retry later")
-        except asyncpg.PostgresError:
+        except asyncpg.PostgresError:  # a deadlock, a serialization failure…: Meta's retry will do
             log.exception("webhook not stored")
             return WebhookOutcome(503, "the delivery could not be stored; retry later")
         if result.ignored_phone_number_ids:

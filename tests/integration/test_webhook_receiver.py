@@ -911,3 +911,27 @@ async def test_database_refusals_data_is_400_anything_else_503(env: Env) -> None
         outcome = await env.deliver(batch)
         assert (outcome.status, outcome.result) == (status, None), outcome
         assert await counts(env.db) == rows()
+
+
+async def test_orphaned_statuses_are_adopted_by_the_sweep(db: asyncpg.Connection) -> None:
+    """A status stored while its message's wamid was still uncommitted stays orphaned until the sweep."""
+    from engine.whatsapp.ingest import adopt_orphans
+
+    tenant = await tenants.create(db, "Orphans")
+    channel = await db.fetchval("INSERT INTO channels (tenant_id, phone_number_id, waba_id) VALUES ($1, '1', '2') RETURNING id",
+                                tenant.id)
+    contact = await db.fetchval("INSERT INTO contacts (tenant_id, wa_id) VALUES ($1, '39333') RETURNING id", tenant.id)
+    conversation = await db.fetchval(
+        "INSERT INTO conversations (tenant_id, channel_id, contact_id) VALUES ($1, $2, $3) RETURNING id",
+        tenant.id, channel, contact)
+    message = await db.fetchval(
+        "INSERT INTO messages (tenant_id, conversation_id, direction, type, status) "
+        "VALUES ($1, $2, 'outbound', 'text', 'sending') RETURNING id", tenant.id, conversation)
+    for status, minute in (("sent", 1), ("read", 3), ("delivered", 2)):
+        await db.execute("INSERT INTO message_statuses (tenant_id, wamid, status, occurred_at, raw) "
+                         "VALUES ($1, 'wamid.late', $2, now() + make_interval(mins => $3), '{}')", tenant.id, status, minute)
+    await db.execute("UPDATE messages SET wamid = 'wamid.late' WHERE id = $1", message)  # adopt never ran
+    assert await adopt_orphans(db) == 3
+    assert await db.fetchval("SELECT status FROM messages WHERE id = $1", message) == "read"
+    assert await db.fetchval("SELECT count(*) FROM message_statuses WHERE message_id IS NULL") == 0
+    assert await adopt_orphans(db) == 0

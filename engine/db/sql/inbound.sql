@@ -92,3 +92,9 @@ UPDATE media SET run_after = now() + make_interval(secs => $2), last_error = $3,
 
 -- name: media_failed
 UPDATE media SET state = 'failed', last_error = $2, updated_at = now() WHERE id = $1;
+
+-- name: adopt_orphans
+UPDATE message_statuses s SET message_id = m.id
+FROM messages m
+WHERE s.message_id IS NULL AND m.tenant_id = s.tenant_id AND m.wamid = s.wamid
+RETURNING s.tenant_id, s.wamid, s.status, s.occurred_at, s.errors;
