@@ -12,9 +12,9 @@ import asyncpg
 import httpx
 import pytest
 
-from engine import tenants
 from pydantic import SecretStr
 
+from engine import tenants
 from engine.config import Settings
 from engine.embedded.redis import EmbeddedRedis
 from engine.embedded.ports import free_port
@@ -180,3 +180,70 @@ def test_gateway_answers_503_naming_the_components_that_are_down(ray_cluster: No
             assert components["ray"]["status"] == "ok"
     finally:
         doomed.stop()
+
+
+async def test_webhooks_through_the_gateway_survive_a_shard_kill(ray_cluster: None, settings: Settings,
+                                                                db: asyncpg.Connection) -> None:
+    """Signed webhooks through the real Serve app while a ConversationShard is killed: every
+    delivery is stored exactly once, and the restarted shard's hot state matches PostgreSQL."""
+    import asyncio
+
+    import ray
+
+    from actors import NAMESPACE
+    from bench.simulator import payloads
+    from bench.simulator.webhooks import encode, sign
+    from engine.crypto import secret_box
+    from engine.sharding import shard_name
+    from engine.whatsapp import channels
+
+    tenant = await tenants.create(db, "Traffic")
+    await channels.add(db, secret_box(settings), tenant.id, phone_number_id="1065", waba_id="2001",
+                       app_secret="traffic-secret", verify_token="vt", access_token="token")
+    deliveries = []
+    for i in range(300):
+        message = payloads.text_message(f"3933300{i % 30:05d}", f"msg {i}", wamid=f"wamid.traffic.{i}")
+        body = encode(payloads.inbound(message, waba_id="2001", phone_number_id="1065", display_phone_number="1555"))
+        deliveries.append(body)
+    deliveries += deliveries[:30]  # Meta redelivers some
+
+    with serve_app_running(settings.model_copy(update={"gateway_replicas": 1}), "parlo-traffic") as base:
+        wait_for_health(base, 200)
+        answers: list[int] = []
+        killed = asyncio.Event()
+
+        async def post(client: httpx.AsyncClient, body: bytes) -> None:
+            response = await client.post(f"{base}/webhooks/whatsapp", content=body,
+                                         headers={"x-hub-signature-256": sign(body, "traffic-secret")})
+            answers.append(response.status_code)
+            if len(answers) == 100 and not killed.is_set():
+                killed.set()
+                ray.kill(ray.get_actor(shard_name(0), namespace=NAMESPACE), no_restart=False)
+
+        async with httpx.AsyncClient(timeout=30) as client:
+            semaphore = asyncio.Semaphore(16)
+
+            async def bounded(body: bytes) -> None:
+                async with semaphore:
+                    await post(client, body)
+
+            await asyncio.gather(*(bounded(b) for b in deliveries))
+        assert killed.is_set() and answers.count(200) == len(deliveries)
+
+        assert await db.fetchval("SELECT count(*) FROM messages WHERE tenant_id = $1", tenant.id) == 300
+        truth = {str(r["id"]): r["unread_count"] for r in await db.fetch(
+            "SELECT id, unread_count FROM conversations WHERE tenant_id = $1", tenant.id)}
+        assert len(truth) == 30 and set(truth.values()) == {10}
+
+        shards = [ray.get_actor(shard_name(i), namespace=NAMESPACE) for i in range(settings.conversation_shards)]
+        deadline = time.monotonic() + 30
+        while True:
+            seen = {}
+            for cid in truth:
+                owner = shards[shard_of(uuid.UUID(cid), settings.conversation_shards)]
+                state = await owner.get.remote(cid)
+                seen[cid] = state["unread_count"] if state else None
+            if seen == truth or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.5)
+        assert seen == truth
