@@ -180,7 +180,7 @@ class Gateway:
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush())
 
-    async def _flush(self, linger_s: float = 0.05) -> None:
+    async def _flush(self, linger_s: float = 0.1) -> None:
         await asyncio.sleep(linger_s)  # let a burst of deliveries gather into one batch
         dirty, self._dirty = self._dirty, {}
         batch, self._events = self._events, []

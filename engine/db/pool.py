@@ -35,10 +35,16 @@ async def connect(url: str, *, timeout: float = 5.0) -> asyncpg.Connection:
     return conn
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Pool release without asyncpg's default reset query (a round trip per acquire): our code
+    leaves no session state behind (no SET, no session advisory locks, listeners removed;
+    a failed transaction is rolled back by its context manager)."""
+
+
 async def create_pool(url: str, *, min_size: int = 1, max_size: int = 10, timeout: float = 5.0) -> asyncpg.Pool:
     try:
         pool = await asyncpg.create_pool(url, min_size=min_size, max_size=max_size, timeout=timeout,
-                                         init=_init_connection, command_timeout=60)
+                                         init=_init_connection, command_timeout=60, reset=_keep_session)
     except CONNECT_ERRORS as exc:
         raise ServiceUnavailable(describe_connect_error(url, exc)) from None
     assert pool is not None
