@@ -70,7 +70,8 @@ class Settings(BaseSettings):
     serve_throughput_optimized: bool = True
 
     # Runtime shape.
-    conversation_shards: int = Field(default=4, ge=1, le=1024)
+    # each shard is a process (~100 MB); 2 hold thousands of conversations on one machine
+    conversation_shards: int = Field(default=2, ge=1, le=1024)
     gateway_replicas: int = Field(default=2, ge=1, le=64)
     db_pool_min: int = Field(default=1, ge=0, le=100)
     db_pool_max: int = Field(default=10, ge=1, le=500)

@@ -142,7 +142,7 @@ def test_gateway_serves_health_metrics_docs_and_the_inbox(ray_cluster: None, set
         # Both replicas answer requests; whichever answers the scrape reports the sum of both.
         assert "parlo_gateway_replicas 2.0" in metrics
         assert _healthz_count(metrics) == before + 12
-        assert "parlo_conversation_shards 4.0" in metrics
+        assert f"parlo_conversation_shards {settings.conversation_shards:.1f}" in metrics
         assert 'parlo_db_pool_connections{state="size"}' in metrics
         assert 'parlo_http_request_seconds_bucket{le="0.005",method="GET",route="/healthz"}' in metrics
 
