@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import mimetypes
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import asyncpg
@@ -19,7 +21,7 @@ from engine import tenants
 from engine.config import Settings
 from engine.crypto import secret_box
 from engine.db.pool import connect
-from engine.errors import NotFound, ServiceUnavailable
+from engine.errors import InvalidInput, NotFound, ServiceUnavailable
 from engine.logging import log_context
 from engine.services import database_url
 from engine.whatsapp import channels, outbound, templates
@@ -124,23 +126,29 @@ def channel_remove(ctx: click.Context, phone_number_id: str, tenant: str | None)
 @click.option("--tenant", required=True, help="Tenant slug.")
 @click.option("--to", "to", required=True, help="The customer's number, international format (e.g. 393331234567).")
 @click.option("--text", help="A free-form text (only inside the 24-hour window).")
+@click.option("--media", "media_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="A file to upload and send (image, video, audio or document; inside the window).")
+@click.option("--caption", help="Caption of an image, video or document.")
 @click.option("--template", help="A template name (allowed at any time).")
 @click.option("--language", default="it", show_default=True, help="The template's language code.")
 @click.option("--phone-number-id", help="Send from this number (default: the tenant's first).")
 @click.option("--wait/--no-wait", default=False, help="Wait until Meta accepted or refused it.")
 @click.option("--timeout", type=click.FloatRange(1, 600), default=30, show_default=True)
 @click.pass_context
-def send(ctx: click.Context, tenant: str, to: str, text: str | None, template: str | None, language: str,
-         phone_number_id: str | None, wait: bool, timeout: float) -> None:
+def send(ctx: click.Context, tenant: str, to: str, text: str | None, media_path: Path | None, caption: str | None,
+         template: str | None, language: str, phone_number_id: str | None, wait: bool, timeout: float) -> None:
     """Queue a message to a customer (the outbox sends it)."""
-    if (text is None) == (template is None):
-        raise click.UsageError("give exactly one of --text or --template")
+    if sum(x is not None for x in (text, template, media_path)) != 1:
+        raise click.UsageError("give exactly one of --text, --media or --template")
+    settings: Settings = ctx.obj
 
     async def work(conn: asyncpg.Connection) -> outbound.Queued:
         tenant_id = await _tenant_id(conn, tenant)
         conversation_id = await outbound.conversation_with(conn, tenant_id, to, phone_number_id)
         if text is not None:
             return await outbound.queue_text(conn, tenant_id, conversation_id, text)
+        if media_path is not None:
+            return await _upload_and_queue(conn, settings, tenant_id, conversation_id, media_path, caption)
         assert template is not None
         return await outbound.queue_template(conn, tenant_id, conversation_id, template, language)
 
@@ -163,6 +171,27 @@ def send(ctx: click.Context, tenant: str, to: str, text: str | None, template: s
         time.sleep(0.3)
     raise ServiceUnavailable(f"message {queued.message_id} is still {status} after {timeout:g} s "
                              "(is the engine up? `parlo status`)")
+
+
+async def _upload_and_queue(conn: asyncpg.Connection, settings: Settings, tenant_id: uuid.UUID,
+                            conversation_id: uuid.UUID, path: Path, caption: str | None) -> outbound.Queued:
+    await outbound.require_open_window(conn, tenant_id, conversation_id)  # before spending an upload
+    mime_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+    size = path.stat().st_size
+    if size > 100 * 1024 * 1024:
+        raise InvalidInput(f"{path.name} is {size} bytes; WhatsApp media must be at most 100 MB")
+    kind = outbound.media_kind(mime_type)
+    phone_number_id = await conn.fetchval(
+        "SELECT ch.phone_number_id FROM conversations c JOIN channels ch ON ch.id = c.channel_id WHERE c.id = $1",
+        conversation_id)
+    route = (await channels.routes(conn, secret_box(settings)))[phone_number_id]
+    async with GraphClient(route.access_token, base_url=settings.graph_base_url, api_version=settings.graph_api_version,
+                           timeout=settings.graph_timeout_s) as graph:
+        with err.status(f"uploading {path.name}…"):
+            media_id = await graph.upload_media(phone_number_id, path.read_bytes(), mime_type, path.name)
+    return await outbound.queue_media(conn, tenant_id, conversation_id, kind, media_id=media_id,
+                                      caption=caption if kind in ("image", "video", "document") else None,
+                                      filename=path.name if kind == "document" else None)
 
 
 # --- outbox ----------------------------------------------------------------------------------------

@@ -51,6 +51,20 @@ def _require_window(target: asyncpg.Record, now: datetime | None = None) -> None
             f"the 24-hour customer service window is closed (the customer {since}); only a template can be sent")
 
 
+async def require_open_window(conn: asyncpg.Connection, tenant_id: uuid.UUID, conversation_id: uuid.UUID,
+                              now: datetime | None = None) -> None:
+    """Raise ServiceWindowClosed unless a free-form message may be sent now (check before uploading)."""
+    _require_window(await _target(conn, tenant_id, conversation_id), now)
+
+
+def media_kind(mime_type: str) -> str:
+    """Which WhatsApp media message carries a file of this type."""
+    major = mime_type.split("/", 1)[0]
+    if mime_type == "image/webp":
+        return "sticker"
+    return {"image": "image", "video": "video", "audio": "audio"}.get(major, "document")
+
+
 async def _queue(conn: asyncpg.Connection, target: asyncpg.Record, *, type_: str, body: str | None,
                  payload: dict[str, Any], reply_to: str | None, author_id: uuid.UUID | None) -> Queued:
     payload = {"to": target["wa_id"], "phone_number_id": target["phone_number_id"], **payload}

@@ -97,3 +97,35 @@ async def test_channel_templates_send_and_outbox(simulator: Simulator, database_
     assert json.loads(parlo("outbox", "list", "--failed", "--json", env=env).out) == []
     everything = (tmp_path / "logs" / "parlo.jsonl").read_text()
     assert TOKEN not in everything and "s3cret" not in everything
+
+
+async def test_send_media_uploads_then_queues(simulator: Simulator, database_url: str, tmp_path: Path) -> None:
+    import asyncpg
+
+    key = Fernet.generate_key().decode()
+    env = clean_env(PARLO_HOME=str(tmp_path), PARLO_DATABASE_URL=database_url, PARLO_SECRET_KEY=key,
+                    PARLO_GRAPH_BASE_URL=simulator.base_url)
+    assert parlo("tenant", "create", "acme", env=env).code == 0
+    assert parlo("channel", "add", "--tenant", "acme", "--phone-number-id", PNID, "--waba-id", WABA,
+                 "--app-secret", "s3cret", "--verify-token", "vt", "--access-token", TOKEN, env=env).code == 0
+    photo = tmp_path / "scontrino.jpg"
+    photo.write_bytes(b"\xff\xd8\xff\xe0" + b"jpeg" * 100)
+
+    closed = parlo("send", "--tenant", "acme", "--to", "393331112222", "--media", str(photo), env=env)
+    assert_one_line_error(closed, "24-hour")
+    assert simulator.state.media == {}  # refused before anything was uploaded
+
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute("UPDATE conversations SET last_inbound_at = now()")
+    finally:
+        await conn.close()
+    sent = parlo("send", "--tenant", "acme", "--to", "393331112222", "--media", str(photo), "--caption", "ecco",
+                 env=env)
+    assert sent.code == 0, sent.err
+    [uploaded] = simulator.state.media.values()
+    assert uploaded.data == photo.read_bytes() and uploaded.mime_type == "image/jpeg"
+
+    await _dispatch_once(database_url, key, simulator)
+    [record] = simulator.sent
+    assert record.type == "image" and record.payload["image"] == {"id": uploaded.id, "caption": "ecco"}
