@@ -218,6 +218,13 @@ class Gateway:
         resources = await asyncio.to_thread(ray.cluster_resources)
         return {"cpus": resources.get("CPU", 0)}
 
+    async def _check_dispatcher(self) -> Any:
+        stats = await self.dispatcher.stats.remote()
+        if not stats["running"]:
+            self.dispatcher.start.remote()  # it retries its start (e.g. after PostgreSQL came back)
+            raise RuntimeError("the outbox dispatcher is not running")
+        return {k: stats[k] for k in ("sent", "failed", "retried", "media_fetched")}
+
     async def _check_shards(self) -> Any:
         answers = await asyncio.gather(*(shard.ping.remote() for shard in self.shards), return_exceptions=True)
         alive = [a for a in answers if isinstance(a, dict)]
@@ -231,7 +238,7 @@ class Gateway:
     async def healthz(self) -> JSONResponse:
         healthy, report = await check_all(
             {"postgres": self._check_postgres, "redis": self._check_redis,
-             "ray": self._check_ray, "shards": self._check_shards},
+             "ray": self._check_ray, "shards": self._check_shards, "dispatcher": self._check_dispatcher},
             self.settings.health_timeout_s,
         )
         report["version"] = engine.__version__

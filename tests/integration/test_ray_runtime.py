@@ -131,7 +131,7 @@ def wait_for_health(base: str, want: int, timeout_s: float = 90) -> httpx.Respon
 def test_gateway_serves_health_metrics_docs_and_the_inbox(ray_cluster: None, settings: Settings) -> None:
     with serve_app_running(settings, "parlo-test") as base:
         report = wait_for_health(base, 200).json()
-        assert set(report["components"]) == {"postgres", "redis", "ray", "shards"}
+        assert set(report["components"]) == {"postgres", "redis", "ray", "shards", "dispatcher"}
         assert all(c["status"] == "ok" and c["latency_ms"] >= 0 for c in report["components"].values())
         assert report["components"]["shards"]["count"] == settings.conversation_shards
 
