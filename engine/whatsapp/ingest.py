@@ -115,34 +115,21 @@ async def store(conn: asyncpg.Connection, batch: WebhookBatch, body: bytes, payl
     return result
 
 
-async def _conversation_for(conn: asyncpg.Connection, route: ChannelRoute, contact_id: uuid.UUID) -> uuid.UUID:
-    found = await conn.fetchval(sql("inbound", "find_active_conversation"), route.tenant_id, route.channel_id, contact_id)
-    if found is not None:
-        return found
-    created = await conn.fetchval(sql("inbound", "create_conversation"), route.tenant_id, route.channel_id, contact_id)
-    if created is not None:
-        return created
-    # another delivery created it between our two statements
-    return await conn.fetchval(sql("inbound", "find_active_conversation"), route.tenant_id, route.channel_id, contact_id)
-
-
 async def _store_message(conn: asyncpg.Connection, route: ChannelRoute, message: InboundMessage,
                          profile_name: str | None, result: IngestResult) -> None:
-    contact_id = await conn.fetchval(sql("inbound", "upsert_contact"), route.tenant_id, message.from_wa_id,
-                                     profile_name or message.profile_name)
-    conversation_id = await _conversation_for(conn, route, contact_id)
-    message_id = await conn.fetchval(
-        sql("inbound", "insert_inbound_message"), route.tenant_id, conversation_id, route.channel_id, message.wamid,
-        str(message.type), message.text, dict(message.raw), message.context_wamid, message.timestamp)
-    if message_id is None:
+    media = message.content if isinstance(message.content, MediaContent) and message.content.media_id else None
+    row = await conn.fetchrow(
+        sql("inbound", "ingest_message"), route.tenant_id, route.channel_id, message.from_wa_id,
+        profile_name or message.profile_name, message.wamid, str(message.type), message.text, dict(message.raw),
+        message.context_wamid, message.timestamp, media.media_id if media else None,
+        media.mime_type if media else None, media.sha256 if media else None)
+    if row is None:
         result.duplicates += 1
         return
-    row = await conn.fetchrow(sql("inbound", "touch_conversation_inbound"), conversation_id, message.timestamp, 1)
-    result.conversations[conversation_id] = dict(row)
-    if isinstance(message.content, MediaContent) and message.content.media_id:
-        await conn.execute(sql("inbound", "insert_media"), route.tenant_id, message_id, message.content.media_id,
-                           message.content.mime_type, message.content.sha256)
-    result.new_messages.append(StoredMessage(route.tenant_id, conversation_id, message_id, message.wamid,
+    conversation = {key[2:]: value for key, value in row.items() if key != "o_message_id"}
+    conversation_id = conversation["id"]
+    result.conversations[conversation_id] = conversation
+    result.new_messages.append(StoredMessage(route.tenant_id, conversation_id, row["o_message_id"], message.wamid,
                                              str(message.type), message.text, message.timestamp))
 
 

@@ -21,28 +21,6 @@ VALUES ($1, $2, $3)
 ON CONFLICT (tenant_id, channel_id, contact_id) WHERE status <> 'resolved' DO NOTHING
 RETURNING id;
 
--- name: insert_inbound_message
-INSERT INTO messages (tenant_id, conversation_id, channel_id, direction, wamid, type, body, payload, status,
-                      context_wamid, occurred_at)
-VALUES ($1, $2, $3, 'inbound', $4, $5, $6, $7, 'received', $8, $9)
-ON CONFLICT (tenant_id, wamid) DO NOTHING
-RETURNING id;
-
--- name: touch_conversation_inbound
-UPDATE conversations
-SET last_inbound_at = GREATEST(last_inbound_at, $2),
-    last_message_at = GREATEST(last_message_at, $2),
-    unread_count = unread_count + $3,
-    updated_at = now()
-WHERE id = $1
-RETURNING id, tenant_id, channel_id, contact_id, status, ai_mode, assignee_id, unread_count,
-          last_inbound_at, last_message_at;
-
--- name: insert_media
-INSERT INTO media (tenant_id, message_id, media_id, mime_type, sha256)
-VALUES ($1, $2, $3, $4, $5)
-ON CONFLICT (tenant_id, message_id) DO NOTHING;
-
 -- name: insert_status
 INSERT INTO message_statuses (tenant_id, message_id, wamid, status, occurred_at, errors, pricing, raw)
 VALUES ($1, (SELECT id FROM messages WHERE tenant_id = $1 AND wamid = $2), $2, $3, $4, $5, $6, $7)
@@ -98,3 +76,6 @@ UPDATE message_statuses s SET message_id = m.id
 FROM messages m
 WHERE s.message_id IS NULL AND m.tenant_id = s.tenant_id AND m.wamid = s.wamid
 RETURNING s.tenant_id, s.wamid, s.status, s.occurred_at, s.errors;
+
+-- name: ingest_message
+SELECT * FROM parlo_ingest_message($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13);
