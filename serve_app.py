@@ -188,7 +188,7 @@ class Gateway:
             self.shards[index].apply.remote(changed)  # best effort: a shard rebuilds from PostgreSQL anyway
         await events.publish_many(self.redis, batch, maxlen=self.settings.events_stream_maxlen)
         if self._dirty or self._events:  # more arrived while we were sending
-            self._flusher = asyncio.create_task(self._flush(0))
+            self._flusher = asyncio.create_task(self._flush())
 
     async def pool(self) -> Any:
         if self._pool is None:

@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import socket
 
 import asyncpg
+import orjson
 
 from engine.errors import ServiceUnavailable
 from engine.secrets import mask_text
 
 
+def _encode_json(value: object) -> str:
+    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+
+
 async def _init_connection(conn: asyncpg.Connection) -> None:
-    await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
-    await conn.set_type_codec("json", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+    # orjson: a webhook's raw JSON is encoded for every stored message and status
+    await conn.set_type_codec("jsonb", encoder=_encode_json, decoder=orjson.loads, schema="pg_catalog")
+    await conn.set_type_codec("json", encoder=_encode_json, decoder=orjson.loads, schema="pg_catalog")
 
 
 def describe_connect_error(url: str, exc: BaseException) -> str:
