@@ -264,7 +264,8 @@ def report(results: dict[str, Any], n: int, concurrency: int) -> dict[str, Any]:
     (RESULTS / "webhook_ingest.json").write_text(json.dumps(full, indent=2))
     lines = ["# Webhook ingest benchmark", "",
              f"{full['timestamp']} · revision `{full['revision']}` · {machine()['cpus_logical']} CPUs · "
-             f"{n} deliveries per path · concurrency {concurrency}", "",
+             f"{n} deliveries per path · concurrency {concurrency} · "
+             f"{results.get('gateway_replicas', '?')} Gateway replicas", "",
              "| path | deliveries/s | p50 ms | p99 ms | max ms | rows stored |", "|---|---:|---:|---:|---:|---:|"]
     for side in ("serve", "baseline"):
         r = results[side]
