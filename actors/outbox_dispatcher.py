@@ -29,7 +29,7 @@ from engine.services import database_url, redis_url
 from engine.whatsapp.channels import ChannelRoute
 from engine.whatsapp.dispatcher import Dispatcher, Outcome
 from engine.whatsapp.graph import GraphClient
-from engine.whatsapp.media import LocalStorage, MediaFetcher
+from engine.whatsapp.media import MediaFetcher, storage_for
 from engine.whatsapp.webhook import RouteCache
 
 NAME = "outbox-dispatcher"
@@ -80,7 +80,7 @@ class OutboxDispatcher:
                                 max_delay_s=s.outbox_max_delay_s),
             lease_s=s.outbox_lease_s, on_outcome=self._publish)
         self._stop.clear()
-        self.media = MediaFetcher(pool, RouteCache(pool, secret_box(s)), graph_for, LocalStorage(s.media_root),
+        self.media = MediaFetcher(pool, RouteCache(pool, secret_box(s)), graph_for, storage_for(s),
                                   max_bytes=s.media_max_bytes)
         loop = asyncio.get_running_loop()
         self._task = loop.create_task(self.dispatcher.run(self._stop))

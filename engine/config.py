@@ -53,6 +53,12 @@ class Settings(BaseSettings):
     graph_timeout_s: float = Field(default=20.0, gt=0, le=600)
     media_dir: Path | None = None  # where inbound media is stored; default <home>/media
     media_max_bytes: int = Field(default=100 * 1024 * 1024, ge=1024, le=2 * 1024**3)
+    # S3-compatible media storage instead of media_dir when media_s3_bucket is set. Credentials
+    # come from the usual AWS variables (AWS_ACCESS_KEY_ID …) or the instance's role.
+    media_s3_bucket: str | None = None
+    media_s3_endpoint_url: str | None = None  # e.g. a MinIO or Cloudflare R2 endpoint
+    media_s3_region: str | None = None
+    media_s3_prefix: str = "media/"
     events_stream_maxlen: int = Field(default=10_000, ge=100, le=10_000_000)
 
     # Ports of the embedded services and of the HTTP ingress.

@@ -9,6 +9,7 @@ reason, visible on the message.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hashlib
@@ -62,6 +63,38 @@ class LocalStorage:
 
     async def get(self, key: str) -> bytes:
         return self._path(key).read_bytes()
+
+
+class S3Storage:
+    """Objects in an S3-compatible bucket (boto3; its blocking calls run in a worker thread)."""
+
+    def __init__(self, bucket: str, *, prefix: str = "", endpoint_url: str | None = None,
+                 region: str | None = None, client: Any = None) -> None:
+        if client is None:
+            import boto3
+
+            client = boto3.client("s3", endpoint_url=endpoint_url, region_name=region)
+        self._client = client
+        self.bucket = bucket
+        self.prefix = prefix
+
+    async def put(self, key: str, data: bytes, mime_type: str) -> None:
+        await asyncio.to_thread(self._client.put_object, Bucket=self.bucket, Key=self.prefix + key, Body=data,
+                                ContentType=mime_type)
+
+    async def get(self, key: str) -> bytes:
+        def read() -> bytes:
+            return bytes(self._client.get_object(Bucket=self.bucket, Key=self.prefix + key)["Body"].read())
+
+        return await asyncio.to_thread(read)
+
+
+def storage_for(settings: Any) -> Storage:
+    """The media storage the settings name: an S3-compatible bucket, else a local directory."""
+    if settings.media_s3_bucket:
+        return S3Storage(settings.media_s3_bucket, prefix=settings.media_s3_prefix,
+                         endpoint_url=settings.media_s3_endpoint_url, region=settings.media_s3_region)
+    return LocalStorage(settings.media_root)
 
 
 def _sha256_matches(data: bytes, announced: str | None) -> bool:

@@ -114,3 +114,50 @@ async def test_outage_is_retried_until_it_works(world: tuple, simulator: Simulat
     await _drain(fetcher, pool)
     row = await pool.fetchrow("SELECT state, attempts, last_error FROM media")
     assert row["state"] == "fetched" and row["attempts"] >= 2, dict(row)
+
+
+@pytest.fixture
+def s3_server() -> Iterator[str]:
+    """moto's S3 server: the S3 wire protocol on a local port (a double of the network)."""
+    from moto.server import ThreadedMotoServer
+
+    from engine.embedded.ports import free_port
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()
+
+
+async def test_media_can_go_to_an_s3_compatible_bucket(world: tuple, simulator: Simulator, s3_server: str) -> None:
+    import boto3
+
+    from engine.whatsapp.media import S3Storage
+
+    client = boto3.client("s3", endpoint_url=s3_server, region_name="eu-south-1", aws_access_key_id="test",
+                          aws_secret_access_key="test")
+    client.create_bucket(Bucket="parlo-media", CreateBucketConfiguration={"LocationConstraint": "eu-south-1"})
+    receiver, fetcher, pool = world
+    fetcher.storage = S3Storage("parlo-media", prefix="tenants/", client=client)
+    media_id = simulator.add_media(JPEG, "image/jpeg", phone_number_id=PNID)
+    await _receive_image(receiver, media_id, base64.b64encode(hashlib.sha256(JPEG).digest()).decode(), "wamid.s3")
+    await _drain(fetcher, pool)
+    row = await pool.fetchrow("SELECT state, storage_key FROM media")
+    assert row["state"] == "fetched"
+    stored = client.get_object(Bucket="parlo-media", Key="tenants/" + row["storage_key"])
+    assert stored["Body"].read() == JPEG and stored["ContentType"] == "image/jpeg"
+    assert await fetcher.storage.get(row["storage_key"]) == JPEG
+
+
+def test_settings_choose_the_storage(tmp_path: Path) -> None:
+    from engine.config import Settings
+    from engine.whatsapp.media import LocalStorage, S3Storage, storage_for
+
+    local = storage_for(Settings(home=tmp_path, _env_file=None))  # type: ignore[call-arg]
+    assert isinstance(local, LocalStorage) and local.root == tmp_path / "media"
+    s3 = storage_for(Settings(home=tmp_path, media_s3_bucket="b", media_s3_region="eu-south-1",  # type: ignore[call-arg]
+                              media_s3_endpoint_url="http://127.0.0.1:1", _env_file=None))
+    assert isinstance(s3, S3Storage) and s3.bucket == "b"
