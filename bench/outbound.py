@@ -400,7 +400,7 @@ def markdown(r: dict[str, Any]) -> str:
         f"lost {r['lost']}; "
         f"sends refused by Meta {r['rejected_by_meta']}.",
         "",
-        "The number bucket holds a tenth of a second of tokens (burst = rate / 10) and starts full, so a second "
+        "The number bucket holds 25 ms of tokens (burst = rate / 40) and starts full, so a second "
         "may carry up to rate + burst; \"rate after 1st s\" is the steady rate. \"Span floor\" is the shortest time "
         "the recipient bucket allows between a pair's first and last send. \"hot\" pairs are the few recipients "
         f"that get {cfg['hot_messages']} messages each on the first number, clustered in the first tenth of the "

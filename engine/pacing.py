@@ -49,9 +49,9 @@ class Pacer:
                  clock: Callable[[], float] = time.monotonic, max_recipients: int = 100_000,
                  per_number_burst: float | None = None) -> None:
         self._per_number_rate = per_number_rate
-        # a tenth of a second's worth: a burst of a full second's rate on top of the steady rate
-        # would put 2x the limit into the first second after an idle spell
-        self._per_number_burst = per_number_burst or max(1.0, per_number_rate / 10)
+        # 25 ms worth (2 sends at 80/s): any second then carries at most rate + 2 at the sender, so
+        # that network jitter bunching sends at Meta's side stays close to the rate (bench/outbound.py)
+        self._per_number_burst = per_number_burst or max(1.0, per_number_rate / 40)
         self._per_recipient_rate = per_recipient_rate
         self._per_recipient_burst = per_recipient_burst
         self._clock = clock
