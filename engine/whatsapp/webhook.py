@@ -8,6 +8,7 @@ PostgreSQL cannot take it (Meta retries); 4xx for what no retry can fix.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ import orjson
 
 from engine.crypto import SecretBox
 from engine.db.pool import CONNECT_ERRORS
+from engine.db.queries import sql
 from engine.errors import ConfigError, ServiceUnavailable
 from engine.whatsapp import channels
 from engine.whatsapp.channels import ChannelRoute
@@ -36,6 +38,7 @@ STORE_UNAVAILABLE = (OSError, asyncio.TimeoutError, asyncpg.InterfaceError, asyn
 # (json.dumps) and _scrub_nul recurse, and a RecursionError there would escape as a 500 that
 # Meta retries forever: refuse anything deeper than this, well under Python's recursion limit.
 MAX_JSON_DEPTH = 128
+REJECT_HEAD_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +100,16 @@ class WebhookReceiver:
         self.max_bytes = max_bytes
         self.routes = routes or RouteCache(pool, box)
 
+    async def _refuse(self, body: bytes, reason: str) -> WebhookOutcome:
+        """400 for a signed delivery we cannot take; keep a trace of it (best effort)."""
+        log.warning("signed webhook refused", extra={"reason": reason, "size": len(body)})
+        try:
+            await self.pool.execute(sql("inbound", "insert_reject"), reason[:500], hashlib.sha256(body).hexdigest(),
+                                    len(body), body[:REJECT_HEAD_BYTES])
+        except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.warning("refused webhook not recorded", extra={"error": type(exc).__name__})
+        return WebhookOutcome(400, reason)
+
     async def handshake(self, mode: str | None, token: str | None, challenge: str | None) -> str | None:
         """The challenge to echo if Meta's verification request names a verify token we know."""
         if mode != "subscribe" or not token or challenge is None or len(token) > 4096 or len(challenge) > 4096:
@@ -128,23 +141,23 @@ class WebhookReceiver:
         try:
             payload = orjson.loads(body)
         except orjson.JSONDecodeError:
-            return WebhookOutcome(400, "body is not valid JSON")
+            return await self._refuse(body, "body is not valid JSON")
         # fewer brackets than the limit cannot nest deeper than it: skip the walk for ordinary bodies
         if body.count(b"[") + body.count(b"{") > MAX_JSON_DEPTH and _too_deep(payload):
-            return WebhookOutcome(400, f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
+            return await self._refuse(body, f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
         if b"\\u0000" in body:
             payload = _scrub_nul(payload)
         try:
             batch = parse_webhook(payload)
         except InvalidWebhook as exc:
-            return WebhookOutcome(400, str(exc))
+            return await self._refuse(body, str(exc))
         signed_routes = {pnid: r for pnid, r in routes.items() if r.app_secret == secret}
         try:
             async with self.pool.acquire() as conn:
                 result = await store(conn, batch, body, payload, signed_routes)
         except asyncpg.DataError as exc:  # a retry cannot fix bad data
             log.warning("webhook rejected by the database", extra={"error": str(exc)[:200]})
-            return WebhookOutcome(400, "payload holds values the database cannot store")
+            return await self._refuse(body, "payload holds values the database cannot store")
         except STORE_UNAVAILABLE as exc:
             return WebhookOutcome(503, f"PostgreSQL is unavailable ({type(exc).__name__}); retry later")
         except asyncpg.PostgresError:  # a deadlock, a serialization failure…: Meta's retry will do

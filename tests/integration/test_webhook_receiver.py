@@ -555,6 +555,16 @@ async def test_a_signed_body_that_is_not_json_is_400(env: Env, body: bytes) -> N
     outcome = await env.receiver.receive(body, sign(body, SECRET_A))
     assert outcome.status == 400 and outcome.result is None
     assert await counts(env.db) == rows()
+    # what Meta sent is kept for inspection, apart from the conversation data
+    reject = await env.db.fetchrow("SELECT reason, size_bytes, body_head, body_sha256 FROM webhook_rejects")
+    assert reject["reason"] == outcome.detail and reject["size_bytes"] == len(body)
+    assert bytes(reject["body_head"]) == body[:65536]
+
+
+async def test_unsigned_garbage_leaves_no_trace(env: Env) -> None:
+    assert (await env.receiver.receive(b"not json", "sha256=" + "0" * 64)).status == 401
+    assert (await env.receiver.receive(b"not json", None)).status == 401
+    assert await env.db.fetchval("SELECT count(*) FROM webhook_rejects") == 0
 
 
 @pytest.mark.parametrize("payload", [

@@ -79,3 +79,6 @@ RETURNING s.tenant_id, s.wamid, s.status, s.occurred_at, s.errors;
 
 -- name: ingest_message
 SELECT * FROM parlo_ingest_message($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13);
+
+-- name: insert_reject
+INSERT INTO webhook_rejects (reason, body_sha256, size_bytes, body_head) VALUES ($1, $2, $3, $4);
