@@ -168,4 +168,9 @@ class WebhookReceiver:
                         extra={"phone_number_ids": sorted(result.ignored_phone_number_ids)[:20]})
         if batch.rejected:
             log.warning("webhook items rejected", extra={"reasons": [r.reason for r in batch.rejected][:20]})
+        for change_error in batch.errors[:20]:  # Meta reporting a problem with a number or the WABA itself
+            log.error("Meta reported an error for a WhatsApp number",
+                      extra={"phone_number_id": change_error.phone_number_id, "waba_id": change_error.waba_id,
+                             "code": change_error.error.code, "title": change_error.error.title,
+                             "details": change_error.error.details})
         return WebhookOutcome(200, "stored", result)

@@ -945,3 +945,13 @@ async def test_orphaned_statuses_are_adopted_by_the_sweep(db: asyncpg.Connection
     assert await db.fetchval("SELECT status FROM messages WHERE id = $1", message) == "read"
     assert await db.fetchval("SELECT count(*) FROM message_statuses WHERE message_id IS NULL") == 0
     assert await adopt_orphans(db) == 0
+
+
+async def test_value_level_errors_are_kept_and_logged(env: Env, caplog: pytest.LogCaptureFixture) -> None:
+    body = recorded_bytes("change_errors")
+    with caplog.at_level("ERROR", logger="parlo.whatsapp.webhook"):
+        outcome = await env.receiver.receive(body, sign(body, SECRET_A))
+    assert outcome.status == 200
+    assert await env.db.fetchval("SELECT count(*) FROM webhook_receipts") == 1  # the raw JSON keeps the details
+    [record] = [r for r in caplog.records if r.getMessage() == "Meta reported an error for a WhatsApp number"]
+    assert record.code == 131000 and record.phone_number_id == "106540352242922"
