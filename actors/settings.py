@@ -13,7 +13,7 @@ from typing import Any
 
 from engine.config import Settings
 
-SECRET_FIELDS = ("database_url", "redis_url", "secret_key")
+SECRET_FIELDS = ("database_url", "redis_url", "secret_key", "jwt_secret")
 
 
 def public_settings(settings: Settings) -> dict[str, Any]:

@@ -39,6 +39,12 @@ class Settings(BaseSettings):
     # embedded home: one is generated into <home>/credentials.json.
     secret_key: SecretStr | None = None
 
+    # Signing key of access tokens (HS256). Unset with an embedded home: generated into
+    # <home>/credentials.json.
+    jwt_secret: SecretStr | None = None
+    access_token_ttl_s: int = Field(default=900, ge=30, le=86_400)
+    refresh_token_ttl_s: int = Field(default=30 * 86_400, ge=300, le=365 * 86_400)
+
     # WhatsApp Cloud API.
     graph_base_url: str = "https://graph.facebook.com"
     graph_api_version: str = Field(default="v21.0", pattern=r"^v\d+\.\d+$")

@@ -9,6 +9,8 @@
     ├── MigrationError         the schema directory or the applied history is inconsistent
     │   ├── MigrationMissing   an applied migration's file is gone, or numbering has a gap
     │   └── MigrationTampered  an applied migration's file changed since it was applied
+    ├── Unauthenticated        no valid credentials (bad password, invalid/expired/forged token)
+    ├── Forbidden              authenticated, but not allowed
     └── NotFound / Conflict / InvalidInput   domain-level answers for callers
 
 Lower-library errors are translated at the boundary (``raise ServiceUnavailable(...) from exc``)
@@ -71,4 +73,12 @@ class Conflict(ParloError):
 
 
 class InvalidInput(ParloError):
+    pass
+
+
+class Unauthenticated(ParloError):
+    pass
+
+
+class Forbidden(ParloError):
     pass

@@ -12,7 +12,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from engine.db.queries import sql
 from engine.errors import Conflict, InvalidInput
 
-ROLES = ("admin", "supervisor", "agent")
+ROLES = ("owner", "admin", "supervisor", "agent")
 _hasher = PasswordHasher()
 
 

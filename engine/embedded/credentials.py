@@ -21,13 +21,15 @@ class Credentials:
     ray_token: str
     # Fernet key that encrypts channel secrets at rest when PARLO_SECRET_KEY is not set.
     secret_key: str
+    # HS256 key of access tokens when PARLO_JWT_SECRET is not set.
+    jwt_secret: str
 
     @classmethod
     def generate(cls) -> Credentials:
         from cryptography.fernet import Fernet
 
         return cls(*(secrets.token_urlsafe(24) for _ in range(3)), ray_token=secrets.token_hex(32),
-                   secret_key=Fernet.generate_key().decode())
+                   secret_key=Fernet.generate_key().decode(), jwt_secret=secrets.token_urlsafe(48))
 
 
 def load(home: Path) -> Credentials | None:

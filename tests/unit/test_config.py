@@ -72,3 +72,18 @@ def test_env_round_trip_rebuilds_the_same_settings(monkeypatch: pytest.MonkeyPat
         monkeypatch.setenv(key, value)
     rebuilt = load_settings()
     assert rebuilt == original
+
+
+def test_token_keys_come_from_settings_or_the_embedded_credentials(tmp_path: Path) -> None:
+    from engine.auth.tokens import TokenKeys
+    from engine.embedded import credentials
+
+    with pytest.raises(ConfigError, match="PARLO_JWT_SECRET"):
+        TokenKeys.from_settings(load_settings(home=tmp_path / "none"))
+    with pytest.raises(ConfigError, match="at least 32"):
+        TokenKeys.from_settings(load_settings(jwt_secret="short"))
+    assert TokenKeys.from_settings(load_settings(jwt_secret="s" * 40)).signing_key == "s" * 40
+    creds = credentials.load_or_create(tmp_path / "home")
+    keys = TokenKeys.from_settings(load_settings(home=tmp_path / "home"))
+    assert keys.signing_key == creds.jwt_secret
+    assert creds.jwt_secret not in repr(keys)

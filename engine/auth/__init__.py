@@ -1,0 +1,1 @@
+"""Authentication: short-lived access tokens (JWT) and rotating refresh tokens."""
