@@ -14,6 +14,7 @@ from typing import Any
 import ray
 import redis.asyncio as aioredis
 from fastapi import FastAPI, Request, Response
+from pydantic import BaseModel, Field
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 from ray import serve
@@ -26,7 +27,10 @@ from engine import events
 from engine.config import Settings, load_settings
 from engine.crypto import secret_box
 from engine.db.pool import create_pool, pool_stats
-from engine.errors import ParloError
+from engine.auth.service import login
+from engine.auth.tokens import TokenKeys, TokenPair, end_session, rotate, verify_access
+from engine.errors import ParloError, Unauthenticated
+from engine.ratelimit import RateLimited, RateLimiter
 from engine.health import check_all, postgres_check, redis_check
 from engine.logging import configure_logging
 from engine.sharding import shard_of
@@ -35,6 +39,17 @@ from engine.whatsapp.webhook import WebhookReceiver
 from engine.services import resolve
 
 APP_NAME = "parlo"
+REFRESH_COOKIE = "parlo_refresh"
+
+
+class LoginRequest(BaseModel):
+    tenant: str = Field(min_length=1, max_length=63)
+    email: str = Field(min_length=3, max_length=254)
+    password: str = Field(min_length=1, max_length=1024)
+
+
+class RefreshRequest(BaseModel):
+    refresh_token: str | None = Field(default=None, max_length=512)
 WEB_DIR = Path(__file__).resolve().parent / "web"
 log = logging.getLogger("parlo.gateway")
 
@@ -151,6 +166,8 @@ class Gateway:
         self._pool: Any = None
         self._pool_lock = asyncio.Lock()
         self._box = secret_box(self.settings)
+        self._keys = TokenKeys.from_settings(self.settings)
+        self._limiter = RateLimiter(self.redis)
         self._receiver: WebhookReceiver | None = None
         self._dirty: dict[int, dict[str, dict[str, Any] | None]] = {}
         self._events: list[tuple[Any, str, dict[str, Any]]] = []
@@ -280,6 +297,72 @@ class Gateway:
             self._after_commit(outcome.result)
         return JSONResponse({"status": outcome.detail} if outcome.status == 200 else {"error": outcome.detail},
                             status_code=outcome.status)
+
+    # --- auth ---------------------------------------------------------------------------------
+
+    def _session_response(self, pair: TokenPair) -> JSONResponse:
+        response = JSONResponse({
+            "access_token": pair.access_token, "token_type": "bearer",
+            "expires_at": pair.access_expires_at.isoformat(), "refresh_token": pair.refresh_token,
+            "user": {"id": str(pair.user.id), "tenant_id": str(pair.user.tenant_id), "email": pair.user.email,
+                     "name": pair.user.display_name, "role": pair.user.role},
+        })
+        # browsers keep the refresh token where scripts cannot read it; API clients use the body
+        response.set_cookie(REFRESH_COOKIE, pair.refresh_token, httponly=True, samesite="strict",
+                            secure=self.settings.http_host not in ("127.0.0.1", "localhost"), path="/api/auth",
+                            expires=pair.refresh_expires_at)
+        return response
+
+    @api.post("/api/auth/login", summary="Exchange credentials for an access token and a refresh token")
+    async def auth_login(self, request: Request, body: LoginRequest) -> Response:
+        address = request.client.host if request.client else "unknown"
+        try:
+            async with (await self.pool()).acquire() as conn:
+                pair = await login(conn, self._keys, self._limiter, tenant_slug=body.tenant, email=body.email,
+                                   password=body.password, address=address)
+        except RateLimited as exc:
+            return JSONResponse({"error": str(exc)}, status_code=429,
+                                headers={"Retry-After": exc.retry_after_header})
+        except Unauthenticated as exc:
+            return JSONResponse({"error": str(exc)}, status_code=401)
+        return self._session_response(pair)
+
+    @api.post("/api/auth/refresh", summary="Rotate a refresh token (cookie or body) into a new pair")
+    async def auth_refresh(self, request: Request, body: RefreshRequest | None = None) -> Response:
+        token = (body.refresh_token if body and body.refresh_token else None) or request.cookies.get(REFRESH_COOKIE)
+        if not token:
+            return JSONResponse({"error": "no refresh token"}, status_code=401)
+        try:
+            async with (await self.pool()).acquire() as conn:
+                pair = await rotate(conn, self._keys, token)
+        except Unauthenticated as exc:
+            response = JSONResponse({"error": str(exc)}, status_code=401)
+            response.delete_cookie(REFRESH_COOKIE, path="/api/auth")
+            return response
+        return self._session_response(pair)
+
+    @api.post("/api/auth/logout", summary="End this login (revokes its refresh token family)")
+    async def auth_logout(self, request: Request, body: RefreshRequest | None = None) -> Response:
+        token = (body.refresh_token if body and body.refresh_token else None) or request.cookies.get(REFRESH_COOKIE)
+        if token:
+            async with (await self.pool()).acquire() as conn:
+                await end_session(conn, token)
+        response = Response(status_code=204)
+        response.delete_cookie(REFRESH_COOKIE, path="/api/auth")
+        return response
+
+    @api.get("/api/me", summary="The user of the access token")
+    async def me(self, request: Request) -> Response:
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        try:
+            if scheme.lower() != "bearer":
+                raise Unauthenticated("missing bearer token")
+            claims = verify_access(self._keys, token.strip())
+        except Unauthenticated as exc:
+            return JSONResponse({"error": str(exc)}, status_code=401, headers={"WWW-Authenticate": "Bearer"})
+        return JSONResponse({"user_id": str(claims.user_id), "tenant_id": str(claims.tenant_id), "role": claims.role,
+                             "expires_at": claims.expires_at.isoformat()})
 
     @api.get("/", include_in_schema=False)
     async def index(self) -> FileResponse:

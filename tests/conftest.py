@@ -149,7 +149,8 @@ def settings(tmp_path: Path, database_url: str, redis_server: RedisHarness) -> S
     from cryptography.fernet import Fernet
 
     return Settings(home=tmp_path / "home", database_url=database_url, redis_url=redis_server.url,
-                    secret_key=Fernet.generate_key().decode(), _env_file=None)  # type: ignore[call-arg]
+                    secret_key=Fernet.generate_key().decode(), jwt_secret=secrets.token_urlsafe(48),
+                    _env_file=None)  # type: ignore[call-arg]
 
 
 @pytest.fixture(scope="session")

@@ -247,3 +247,52 @@ async def test_webhooks_through_the_gateway_survive_a_shard_kill(ray_cluster: No
                 break
             await asyncio.sleep(0.5)
         assert seen == truth
+
+
+async def test_auth_endpoints_through_the_gateway(ray_cluster: None, settings: Settings, db: asyncpg.Connection,
+                                                  redis_server) -> None:  # noqa: ANN001
+    import redis.asyncio as aioredis
+
+    from engine import users
+
+    client_redis = aioredis.from_url(redis_server.url)
+    await client_redis.flushdb()  # rate-limit windows of earlier tests
+    await client_redis.aclose()
+    tenant = await tenants.create(db, "Authco")
+    await users.create(db, tenant.id, "anna@authco.it", "Anna", "una password lunga", role="admin")
+
+    with serve_app_running(settings.model_copy(update={"gateway_replicas": 1}), "parlo-auth") as base:
+        wait_for_health(base, 200)
+        async with httpx.AsyncClient(base_url=base, timeout=15) as http:
+            good = {"tenant": "authco", "email": "anna@authco.it", "password": "una password lunga"}
+            login = await http.post("/api/auth/login", json=good)
+            assert login.status_code == 200
+            body = login.json()
+            assert body["user"]["role"] == "admin" and body["token_type"] == "bearer"
+            cookie = login.headers["set-cookie"]
+            assert "parlo_refresh=" in cookie and "HttpOnly" in cookie and "SameSite=strict" in cookie
+            me = await http.get("/api/me", headers={"authorization": f"Bearer {body['access_token']}"})
+            assert me.status_code == 200 and me.json()["tenant_id"] == str(tenant.id)
+
+            rotated = await http.post("/api/auth/refresh")  # the browser path: the cookie
+            assert rotated.status_code == 200 and rotated.json()["refresh_token"] != body["refresh_token"]
+            reuse = await http.post("/api/auth/refresh", json={"refresh_token": body["refresh_token"]})
+            assert reuse.status_code == 401 and "already used" in reuse.json()["error"]
+            dead = await http.post("/api/auth/refresh", json={"refresh_token": rotated.json()["refresh_token"]})
+            assert dead.status_code == 401  # the whole family went with the reuse
+
+            relogin = await http.post("/api/auth/login", json=good)
+            assert (await http.post("/api/auth/logout")).status_code == 204
+            after = await http.post("/api/auth/refresh", json={"refresh_token": relogin.json()["refresh_token"]})
+            assert after.status_code == 401
+
+            for bad in ({"authorization": "Bearer forged.token.here"}, {"authorization": "Basic abc"}, {}):
+                answer = await http.get("/api/me", headers=bad)
+                assert answer.status_code == 401 and answer.headers["www-authenticate"] == "Bearer"
+            for payload in (b"{not json", b'{"tenant": 1}', b"[]", b'{"tenant": "a", "email": "b@c", "password": ""}'):
+                answer = await http.post("/api/auth/login", content=payload, headers={"content-type": "application/json"})
+                assert answer.status_code == 422
+            wrong = {**good, "password": "sbagliata!!"}
+            answers = [(await http.post("/api/auth/login", json=wrong)) for _ in range(11)]  # limit: 10 per window
+            assert {a.status_code for a in answers[:10]} == {401}
+            assert answers[10].status_code == 429 and int(answers[10].headers["retry-after"]) > 0
