@@ -342,11 +342,10 @@ def up(settings: Settings, step: Step = _quiet,
         assert creds is not None
         step("PostgreSQL")
         pg = embedded_postgres(settings)
-        fresh = not pg.initialized
         pg.init(creds.postgres_superuser)
         (report.started if pg.start() else report.reused).append("postgres")
-        if fresh or "postgres" in report.started:
-            asyncio.run(bootstrap_embedded_database(pg, creds))
+        # idempotent and cheap: roles and extensions a newer version needs appear on the next `up`
+        asyncio.run(bootstrap_embedded_database(pg, creds))
 
     step("migrations")
     report.migrations_applied = [m.filename for m in asyncio.run(migrate(settings, on_migration))]

@@ -18,6 +18,7 @@ from engine.embedded.redis import EmbeddedRedis
 from engine.errors import ConfigError
 
 APP_ROLE = "parlo"
+API_ROLE = "parlo_api"
 APP_DATABASE = "parlo"
 
 
@@ -75,6 +76,11 @@ async def bootstrap_embedded_database(pg: EmbeddedPostgres, creds: Credentials) 
         password = creds.postgres_app.replace("'", "''")
         verb = "ALTER" if exists else "CREATE"
         await admin.execute(f"{verb} ROLE {APP_ROLE} LOGIN NOSUPERUSER NOCREATEROLE CREATEDB PASSWORD '{password}'")
+        # The role API requests run as (SET LOCAL ROLE): not the tables' owner, so row-level
+        # security applies to it (schema/0007_row_level_security.sql).
+        if not await admin.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", API_ROLE):
+            await admin.execute(f"CREATE ROLE {API_ROLE} NOLOGIN NOSUPERUSER NOINHERIT NOBYPASSRLS")
+        await admin.execute(f"GRANT {API_ROLE} TO {APP_ROLE}")
         if not await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", APP_DATABASE):
             await admin.execute(f"CREATE DATABASE {APP_DATABASE} OWNER {APP_ROLE}")
     finally:
