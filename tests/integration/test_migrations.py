@@ -14,7 +14,8 @@ from engine.errors import MigrationError, MigrationMissing, MigrationTampered
 pytestmark = pytest.mark.integration
 
 TENANT_OWNED = ("users", "channels", "contacts", "conversations", "messages", "message_statuses",
-                "webhook_receipts", "outbox", "audit_log", "media", "templates")
+                "webhook_receipts", "outbox", "audit_log", "media", "templates", "refresh_tokens", "teams",
+                "team_members")
 
 
 @pytest.fixture

@@ -15,7 +15,8 @@ from engine.whatsapp import outbound
 pytestmark = pytest.mark.integration
 
 TENANT_TABLES = ("users", "channels", "contacts", "conversations", "messages", "message_statuses",
-                 "webhook_receipts", "outbox", "audit_log", "media", "templates", "refresh_tokens")
+                 "webhook_receipts", "outbox", "audit_log", "media", "templates", "refresh_tokens", "teams",
+                 "team_members")
 
 
 async def _tenant_with_conversation(db: asyncpg.Connection, name: str, pnid: str) -> tuple[uuid.UUID, uuid.UUID]:
@@ -69,4 +70,22 @@ async def test_every_tenant_owned_table_has_a_policy(db: asyncpg.Connection) -> 
     with_tenant_column = {r["table_name"] for r in await db.fetch(
         "SELECT table_name FROM information_schema.columns WHERE column_name = 'tenant_id' AND table_schema = 'public'")}
     assert with_tenant_column <= set(TENANT_TABLES), "a new tenant-owned table needs a tenant_isolation policy"
-    assert len(discover()) >= 7
+    assert len(discover()) >= 8
+
+
+async def test_a_team_member_must_be_of_the_team_tenant(db: asyncpg.Connection) -> None:
+    from engine import users
+
+    a = await tenants.create(db, "Alfa")
+    b = await tenants.create(db, "Beta")
+    team_a = await db.fetchval("INSERT INTO teams (tenant_id, name) VALUES ($1, 'Vendite') RETURNING id", a.id)
+    anna = await users.create(db, a.id, "anna@alfa.it", "Anna", "una password lunga")
+    await db.execute("INSERT INTO team_members (tenant_id, team_id, user_id) VALUES ($1, $2, $3)", a.id, team_a, anna.id)
+    bob = await users.create(db, b.id, "bob@beta.it", "Bob", "una password lunga")
+    for tenant_id in (a.id, b.id):  # neither side can put Beta's user into Alfa's team
+        with pytest.raises(asyncpg.ForeignKeyViolationError):
+            await db.execute("INSERT INTO team_members (tenant_id, team_id, user_id) VALUES ($1, $2, $3)",
+                             tenant_id, team_a, bob.id)
+    async with tenant_transaction(db, b.id):
+        assert await db.fetchval("SELECT count(*) FROM teams") == 0
+        assert await db.fetchval("SELECT count(*) FROM team_members") == 0
