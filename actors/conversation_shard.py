@@ -52,11 +52,6 @@ class ConversationShard:
         state = await self.store.get(pool, uuid.UUID(conversation_id))
         return state.as_dict() if state else None
 
-    async def refresh(self, conversation_ids: list[str]) -> int:
-        """PostgreSQL changed these conversations: re-read them. Returns how many are open."""
-        pool = await self._ready()
-        return await self.store.refresh_many(pool, [uuid.UUID(cid) for cid in conversation_ids])
-
     async def apply(self, changed: dict[str, dict[str, Any] | None]) -> int:
         """Committed state of some conversations (None: re-read it). Returns how many were updated."""
         pool = await self._ready()

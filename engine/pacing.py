@@ -86,11 +86,8 @@ class Pacer:
         if number is None:
             number = self._numbers[phone_number_id] = TokenBucket(self._per_number_rate, self._per_number_burst,
                                                                   self._clock)
-        if recipient is not None:
-            pair = self._recipient((phone_number_id, recipient))
-            pair._refill()
-            if pair._tokens < 1 - _EPSILON:
-                return (1 - pair._tokens) / pair.rate
+        if recipient is not None and (delay := self.recipient_delay(phone_number_id, recipient)) > 0:
+            return delay
         wait = number.try_take()
         if wait > 0:
             return wait

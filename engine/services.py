@@ -7,7 +7,6 @@ Redis; for embedded services it is derived from the generated credentials file.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 from engine.config import Settings
 from engine.db.pool import connect
@@ -81,16 +80,21 @@ async def bootstrap_embedded_database(pg: EmbeddedPostgres, creds: Credentials) 
         if not await admin.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", API_ROLE):
             await admin.execute(f"CREATE ROLE {API_ROLE} NOLOGIN NOSUPERUSER NOINHERIT NOBYPASSRLS")
         await admin.execute(f"GRANT {API_ROLE} TO {APP_ROLE}")
-        if not await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", APP_DATABASE):
-            await admin.execute(f"CREATE DATABASE {APP_DATABASE} OWNER {APP_ROLE}")
     finally:
         await admin.close()
-    db = await connect(pg.admin_url(creds.postgres_superuser, APP_DATABASE))
+    await create_app_database(pg, creds, APP_DATABASE)
+
+
+async def create_app_database(pg: EmbeddedPostgres, creds: Credentials, name: str) -> None:
+    """A database owned by the application role, with pgvector (which needs the superuser)."""
+    admin = await connect(pg.admin_url(creds.postgres_superuser))
+    try:
+        if not await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
+            await admin.execute(f'CREATE DATABASE "{name}" OWNER {APP_ROLE}')
+    finally:
+        await admin.close()
+    db = await connect(pg.admin_url(creds.postgres_superuser, name))
     try:
         await db.execute("CREATE EXTENSION IF NOT EXISTS vector")
     finally:
         await db.close()
-
-
-def log_dir(settings: Settings) -> Path:
-    return settings.home / "logs"

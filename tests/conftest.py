@@ -20,7 +20,7 @@ from engine.embedded.credentials import Credentials
 from engine.embedded.ports import free_port
 from engine.embedded.postgres import EmbeddedPostgres
 from engine.embedded.redis import EmbeddedRedis
-from engine.services import APP_ROLE, bootstrap_embedded_database
+from engine.services import APP_ROLE, bootstrap_embedded_database, create_app_database
 
 TEMPLATE = "parlo_template"
 
@@ -65,16 +65,7 @@ def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresHarne
 
     async def prepare() -> None:
         await bootstrap_embedded_database(server, creds)
-        admin = await connect(harness.admin_url)
-        try:
-            await admin.execute(f"CREATE DATABASE {TEMPLATE} OWNER {APP_ROLE}")
-        finally:
-            await admin.close()
-        su = await connect(server.admin_url(creds.postgres_superuser, TEMPLATE))
-        try:
-            await su.execute("CREATE EXTENSION IF NOT EXISTS vector")
-        finally:
-            await su.close()
+        await create_app_database(server, creds, TEMPLATE)
         conn = await connect(harness.app_url(TEMPLATE))
         try:
             await migrations.migrate(conn)

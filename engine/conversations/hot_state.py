@@ -79,20 +79,6 @@ class ConversationStore:
             self._conversations[conversation_id] = state
         return state
 
-    async def refresh(self, conn: asyncpg.Connection | asyncpg.Pool, conversation_id: uuid.UUID) -> ConversationState | None:
-        """Re-read one conversation after PostgreSQL changed it (a new message, a status, an assignment)."""
-        if not self.owns(conversation_id):
-            raise ValueError(f"conversation {conversation_id} belongs to shard "
-                             f"{shard_of(conversation_id, self.shard_count)}, not {self.shard_index}")
-        async with self.lock(conversation_id):
-            row = await conn.fetchrow(sql("conversations", "get_conversation"), conversation_id)
-            if row is None or row["status"] == "resolved":
-                self._conversations.pop(conversation_id, None)
-                return None
-            state = ConversationState(**dict(row))
-            self._conversations[conversation_id] = state
-            return state
-
     async def refresh_many(self, conn: asyncpg.Connection | asyncpg.Pool, conversation_ids: list[uuid.UUID]) -> int:
         """Re-read several conversations in one query. Returns how many are open afterwards."""
         mine = [cid for cid in conversation_ids if self.owns(cid)]

@@ -59,10 +59,6 @@ class IngestResult:
     ignored_phone_number_ids: set[str] = field(default_factory=set)
     conversations: dict[uuid.UUID, dict[str, Any]] = field(default_factory=dict)
 
-    @property
-    def tenants(self) -> set[uuid.UUID]:
-        return {m.tenant_id for m in self.new_messages} | {s.tenant_id for s in self.status_changes}
-
 
 def _errors_json(update: StatusUpdate) -> list[dict[str, Any]] | None:
     if not update.errors:
@@ -154,19 +150,24 @@ async def _store_status(conn: asyncpg.Connection, route: ChannelRoute, update: S
                                               update.wamid, advanced["status"]))
 
 
-async def adopt_pending_statuses(conn: asyncpg.Connection, tenant_id: uuid.UUID, wamid: str, message_id: int) -> str | None:
-    """When an outbound message learns its wamid, apply statuses that arrived before it did.
-    Returns the message's status afterwards if it moved."""
-    rows = await conn.fetch(sql("inbound", "adopt_pending_statuses"), tenant_id, wamid, message_id)
+async def _apply_adopted(conn: asyncpg.Connection, rows: list[asyncpg.Record]) -> str | None:
+    """Apply statuses just attached to their message, oldest first; the last status that moved one."""
     moved = None
-    for row in sorted(rows, key=lambda r: r["occurred_at"]):
+    for row in sorted(rows, key=lambda r: (str(r["tenant_id"]), r["wamid"], r["occurred_at"])):
         if row["status"] not in TRACKED_STATUSES:
             continue
-        advanced = await conn.fetchrow(sql("inbound", "advance_message_status"), tenant_id, wamid, row["status"],
-                                       row["errors"], row["occurred_at"])
+        advanced = await conn.fetchrow(sql("inbound", "advance_message_status"), row["tenant_id"], row["wamid"],
+                                       row["status"], row["errors"], row["occurred_at"])
         if advanced is not None:
             moved = advanced["status"]
     return moved
+
+
+async def adopt_pending_statuses(conn: asyncpg.Connection, tenant_id: uuid.UUID, wamid: str, message_id: int) -> str | None:
+    """When an outbound message learns its wamid, apply statuses that arrived before it did.
+    Returns the message's status afterwards if it moved."""
+    return await _apply_adopted(conn, await conn.fetch(sql("inbound", "adopt_pending_statuses"), tenant_id, wamid,
+                                                       message_id))
 
 
 async def adopt_orphans(conn: asyncpg.Connection) -> int:
@@ -174,8 +175,5 @@ async def adopt_orphans(conn: asyncpg.Connection) -> int:
     transactions open at once, neither seeing the other) and apply them. Returns how many."""
     async with conn.transaction():
         rows = await conn.fetch(sql("inbound", "adopt_orphans"))
-        for row in sorted(rows, key=lambda r: (str(r["tenant_id"]), r["wamid"], r["occurred_at"])):
-            if row["status"] in TRACKED_STATUSES:
-                await conn.execute(sql("inbound", "advance_message_status"), row["tenant_id"], row["wamid"],
-                                   row["status"], row["errors"], row["occurred_at"])
+        await _apply_adopted(conn, rows)
     return len(rows)

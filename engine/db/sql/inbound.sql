@@ -38,7 +38,7 @@ RETURNING id, conversation_id, status;
 -- name: adopt_pending_statuses
 UPDATE message_statuses SET message_id = $3
 WHERE tenant_id = $1 AND wamid = $2 AND message_id IS NULL
-RETURNING status, occurred_at, errors;
+RETURNING tenant_id, wamid, status, occurred_at, errors;
 
 -- name: upsert_template_status
 INSERT INTO templates (tenant_id, waba_id, meta_id, name, language, status, reason)
