@@ -12,7 +12,6 @@ tests/integration/test_webhook_receiver.py, "fuzz").
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -20,7 +19,10 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-RESULTS = REPO / "bench" / "results"
+if str(REPO) not in sys.path:  # run as a script, the repo root is not on sys.path
+    sys.path.insert(0, str(REPO))
+
+from bench.report import write_report  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,8 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     tail = result.stdout.strip().splitlines()[-1] if result.stdout.strip() else result.stderr[-500:]
     report = {"examples": args.examples, "seconds": round(seconds, 1), "passed": result.returncode == 0,
               "pytest": tail}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "fuzz_webhooks.json").write_text(json.dumps(report, indent=2))
+    write_report("fuzz_webhooks", report)
     print(f"{args.examples} fuzzed deliveries in {seconds:.0f} s: {'passed' if result.returncode == 0 else 'FAILED'}"
           f" ({tail})")
     if result.returncode != 0:

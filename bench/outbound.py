@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import math
 import statistics
 import sys
@@ -48,7 +47,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table  # noqa: E402
 
 from bench.simulator import SendRecord, Simulator  # noqa: E402
-from bench.startup import _git, machine  # noqa: E402
+from bench.report import git, machine, write_report  # noqa: E402
 from engine import tenants  # noqa: E402
 from engine.crypto import SecretBox  # noqa: E402
 from engine.db import migrations  # noqa: E402
@@ -310,8 +309,8 @@ def _report(cfg: Config, sim: Simulator, dispatcher: Dispatcher, queue_s: float,
     per_text = Counter(s.text for s in sends)
     return {
         "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "git_revision": _git("rev-parse", "HEAD"),
-        "git_dirty": bool(_git("status", "--porcelain")),
+        "git_revision": git("rev-parse", "HEAD"),
+        "git_dirty": bool(git("status", "--porcelain")),
         "machine": machine(),
         "config": asdict(cfg),
         "queued_in_s": round(queue_s, 2),
@@ -416,15 +415,7 @@ def markdown(r: dict[str, Any]) -> str:
 
 
 def write_results(report: dict[str, Any]) -> list[Path]:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    written = []
-    for name, text in (("outbound.json", json.dumps(report, indent=2) + "\n"), ("outbound.md", markdown(report))):
-        target = RESULTS / name
-        partial = target.with_name(name + ".tmp")
-        partial.write_text(text)
-        partial.replace(target)
-        written.append(target)
-    return written
+    return write_report("outbound", report, markdown(report))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -27,9 +27,7 @@ once per process, so it overstates the footprint; summed USS understates it; PSS
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -57,8 +55,8 @@ from cli import runtime  # noqa: E402
 from engine.config import Settings, load_settings  # noqa: E402
 from engine.embedded.ports import free_port  # noqa: E402
 from engine.services import embedded_postgres, embedded_redis  # noqa: E402
+from bench.report import git, machine, write_report  # noqa: E402
 
-RESULTS_DIR = REPO / "bench" / "results"
 PARLO = Path(sys.executable).parent / "parlo"
 MIB = 1024 * 1024
 
@@ -469,33 +467,7 @@ def markdown(report: Report) -> str:
 
 
 def write_results(report: Report) -> list[Path]:
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    written = []
-    for name, text in (("startup.json", json.dumps(report.to_json(), indent=2) + "\n"), ("startup.md", markdown(report))):
-        target = RESULTS_DIR / name
-        partial = target.with_name(name + ".tmp")
-        partial.write_text(text)
-        partial.replace(target)
-        written.append(target)
-    return written
-
-
-def _git(*args: str) -> str | None:
-    try:
-        result = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return result.stdout.strip() if result.returncode == 0 else None
-
-
-def machine() -> dict[str, Any]:
-    return {
-        "cpus_logical": psutil.cpu_count(logical=True),
-        "cpus_physical": psutil.cpu_count(logical=False),
-        "memory_gib": round(psutil.virtual_memory().total / 1024**3, 1),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-    }
+    return write_report("startup", report.to_json(), markdown(report))
 
 
 # --- entry point -----------------------------------------------------------------------------
@@ -523,10 +495,10 @@ def main(argv: list[str] | None = None) -> int:
         console.print("[red]bench: interrupted[/]")
         return 130
 
-    status = _git("status", "--porcelain")
+    status = git("status", "--porcelain")
     report = Report(
         timestamp=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        git_revision=_git("rev-parse", "HEAD"),
+        git_revision=git("rev-parse", "HEAD"),
         git_dirty=None if status is None else bool(status),
         machine=machine(),
         runs=results,

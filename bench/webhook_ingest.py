@@ -39,10 +39,10 @@ from rich.table import Table  # noqa: E402
 
 from bench.simulator import payloads  # noqa: E402
 from bench.simulator.webhooks import encode, sign  # noqa: E402
-from bench.startup import UP_TIMEOUT_S, BenchError, Engine, _git, machine, running_engine  # noqa: E402
+from bench.report import git, machine, write_report  # noqa: E402
+from bench.startup import UP_TIMEOUT_S, BenchError, Engine, running_engine  # noqa: E402
 from engine.embedded.ports import free_port  # noqa: E402
 
-RESULTS = REPO / "bench" / "results"
 APP_SECRET = "bench-app-secret"
 PNID, WABA = "106540352242922", "102290129340398"
 AIM_RATE, AIM_P99_MS, AIM_RATIO = 1000.0, 100.0, 0.6
@@ -260,11 +260,9 @@ def report(results: dict[str, Any], n: int, concurrency: int) -> dict[str, Any]:
         console.print(f"  {share:5.1f}%  {frame}", highlight=False)
     for name, (limit, met) in aims.items():
         console.print(f"aim {name} {limit}: {'[green]met[/]' if met else '[red]not met[/]'}")
-    full = {"timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "revision": _git("rev-parse", "HEAD"),
+    full = {"timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "revision": git("rev-parse", "HEAD"),
             "machine": machine(), "deliveries": n, "concurrency": concurrency, **results,
             "aims": {k: {"limit": v[0], "met": v[1]} for k, v in aims.items()}}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "webhook_ingest.json").write_text(json.dumps(full, indent=2))
     lines = ["# Webhook ingest benchmark", "",
              f"{full['timestamp']} · revision `{full['revision']}` · {machine()['cpus_logical']} CPUs · "
              f"{n} deliveries per path · concurrency {concurrency} · "
@@ -281,7 +279,7 @@ def report(results: dict[str, Any], n: int, concurrency: int) -> dict[str, Any]:
                   "| share | frame |", "|---:|---|"]
         lines += [f"| {share}% | `{frame}` |" for share, frame in results["replica_profile"]]
     lines += ["", "Regenerate with `.venv/bin/python bench/webhook_ingest.py [--profile]`."]
-    (RESULTS / "webhook_ingest.md").write_text("\n".join(lines) + "\n")
+    write_report("webhook_ingest", full, "\n".join(lines) + "\n")
     return full
 
 
