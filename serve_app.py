@@ -4,13 +4,16 @@
 # and Serve re-creates the ingress class in another module where string annotations break.
 
 import asyncio
+import contextlib
 import logging
 import os
 import shutil
 import time
 from pathlib import Path
+from collections.abc import AsyncIterator
 from typing import Any
 
+import asyncpg
 import ray
 import redis.asyncio as aioredis
 from fastapi import FastAPI, Request, Response
@@ -29,7 +32,9 @@ from engine.crypto import secret_box
 from engine.db.pool import create_pool, pool_stats
 from engine.auth.service import login
 from engine.auth.tokens import TokenKeys, TokenPair, end_session, rotate, verify_access
-from engine.errors import ParloError, Unauthenticated
+from engine.db.tenancy import tenant_transaction
+from engine.errors import Conflict, Forbidden, InvalidInput, NotFound, ParloError, ServiceUnavailable, Unauthenticated
+from engine.inbox.principal import Changes, Principal, load_principal
 from engine.ratelimit import RateLimited, RateLimiter
 from engine.health import check_all, postgres_check, redis_check
 from engine.logging import configure_logging
@@ -141,6 +146,47 @@ class MeasureRequests:
 
 
 api.add_middleware(MeasureRequests)
+
+# the one place where the engine's exception tree becomes HTTP statuses (see engine/errors.py)
+_STATUS_OF = ((Unauthenticated, 401), (Forbidden, 403), (NotFound, 404), (Conflict, 409), (InvalidInput, 422),
+              (RateLimited, 429), (ServiceUnavailable, 503))
+
+
+@api.exception_handler(ParloError)
+async def _parlo_error(request: Request, exc: ParloError) -> JSONResponse:
+    status = next((code for cls, code in _STATUS_OF if isinstance(exc, cls)), 500)
+    body: dict[str, Any] = {"error": exc.message, "code": getattr(exc, "code", type(exc).__name__)}
+    headers: dict[str, str] = {}
+    if isinstance(exc, RateLimited):
+        headers["Retry-After"] = exc.retry_after_header
+    if isinstance(exc, Unauthenticated):
+        headers["WWW-Authenticate"] = "Bearer"
+    if status == 500:
+        log.error("unexpected engine error", exc_info=exc)
+        body = {"error": "internal error", "code": "internal"}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+@api.exception_handler(asyncpg.PostgresError)
+async def _database_error(request: Request, exc: asyncpg.PostgresError) -> JSONResponse:
+    """A constraint the service layer did not check first is still the client's error, not a 500."""
+    if isinstance(exc, asyncpg.UniqueViolationError):
+        return JSONResponse({"error": "that already exists", "code": "conflict"}, status_code=409)
+    if isinstance(exc, asyncpg.ForeignKeyViolationError):
+        return JSONResponse({"error": "a referenced record does not exist", "code": "not_found"}, status_code=422)
+    if isinstance(exc, (asyncpg.CheckViolationError, asyncpg.NotNullViolationError, asyncpg.DataError)):
+        return JSONResponse({"error": "a value is out of range or malformed", "code": "invalid"}, status_code=422)
+    if isinstance(exc, asyncpg.InsufficientPrivilegeError):
+        return JSONResponse({"error": "not allowed", "code": "forbidden"}, status_code=403)
+    log.error("unexpected database error", exc_info=exc)
+    return JSONResponse({"error": "internal error", "code": "internal"}, status_code=500)
+
+
+@api.exception_handler(OSError)
+async def _unreachable(request: Request, exc: OSError) -> JSONResponse:
+    log.warning("a service is unreachable", extra={"error": type(exc).__name__})
+    return JSONResponse({"error": "a service is unavailable, try again shortly", "code": "unavailable"},
+                        status_code=503, headers={"Retry-After": "2"})
 
 
 @serve.deployment(name="Gateway", ray_actor_options={"num_cpus": 0}, max_ongoing_requests=256,
@@ -363,6 +409,36 @@ class Gateway:
             return JSONResponse({"error": str(exc)}, status_code=401, headers={"WWW-Authenticate": "Bearer"})
         return JSONResponse({"user_id": str(claims.user_id), "tenant_id": str(claims.tenant_id), "role": claims.role,
                              "expires_at": claims.expires_at.isoformat()})
+
+    # --- API plumbing: who is asking, their tenant's transaction, live events after commit ------
+
+    async def _claims(self, request: Request) -> Any:
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise Unauthenticated("missing bearer token")
+        return verify_access(self._keys, token.strip())
+
+    @contextlib.asynccontextmanager
+    async def _tenant(self, request: Request) -> AsyncIterator[tuple[Any, Principal, Changes]]:
+        """One tenant transaction for an API request: the caller's principal (its role read again
+        from PostgreSQL), row-level security on, and the live events the request produced
+        published after commit (never for a request that failed)."""
+        claims = await self._claims(request)
+        changes = Changes()
+        async with (await self.pool()).acquire() as conn:
+            async with tenant_transaction(conn, claims.tenant_id):
+                principal = await load_principal(conn, claims)
+                yield conn, principal, changes
+        if changes.events:
+            await events.publish_many(self.redis, [(claims.tenant_id, kind, data) for kind, data in changes.events],
+                                      maxlen=self.settings.events_stream_maxlen)
+
+    # --- inbox: conversations, messages, notes, labels, contacts, templates (engine/inbox) ------
+
+    # --- inbox: canned replies, team chat, notifications, users, teams, audit (engine/inbox) ----
+
+    # --- live events: /ws (engine/live.py) -------------------------------------------------------
 
     @api.get("/", include_in_schema=False)
     async def index(self) -> FileResponse:
