@@ -154,3 +154,69 @@ def ray_cluster() -> Iterator[None]:
         yield
     finally:
         ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def gateway(ray_cluster: None, postgres: PostgresHarness, redis_server: RedisHarness,
+            tmp_path_factory: pytest.TempPathFactory) -> Iterator["Gateway"]:
+    """The real Serve app for one test module, with the Cloud API simulator as Meta; tests make
+    their own tenants (``await gateway.tenant()``)."""
+    from cryptography.fernet import Fernet
+    from ray import serve
+
+    from bench.simulator import Simulator
+    from tests.api_harness import Gateway
+    import serve_app
+
+    name = asyncio.run(postgres.create_database())
+    home = tmp_path_factory.mktemp("gateway")
+    with Simulator(seed=5) as simulator:
+        settings = Settings(home=home, database_url=postgres.app_url(name), redis_url=redis_server.url,
+                            secret_key=Fernet.generate_key().decode(), jwt_secret=secrets.token_urlsafe(48),
+                            graph_base_url=simulator.base_url, graph_api_version=simulator.api_version,
+                            gateway_replicas=1, _env_file=None)  # type: ignore[call-arg]
+        port = free_port()
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        try:
+            serve.run(serve_app.build(settings), name="parlo-api", route_prefix="/", blocking=False)
+            base = f"http://127.0.0.1:{port}"
+            _wait_healthy(base)
+            app_secret = secrets.token_hex(16)
+            simulator.set_webhook(f"{base}/webhooks/whatsapp", app_secret)
+            yield Gateway(base, settings, simulator, app_secret)
+        finally:
+            serve.delete("parlo-api")
+            serve.shutdown()
+            _kill_engine_actors(settings)
+            asyncio.run(postgres.drop_database(name))
+
+
+def _wait_healthy(base: str, timeout_s: float = 120) -> None:
+    import time
+
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if httpx.get(f"{base}/healthz", timeout=15).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        assert time.monotonic() < deadline, "the Gateway never became healthy"
+        time.sleep(0.3)
+
+
+def _kill_engine_actors(settings: Settings) -> None:
+    """Shards and the dispatcher are detached: they would outlive the module, holding its settings."""
+    import ray
+
+    from actors import NAMESPACE
+    from actors.outbox_dispatcher import NAME as DISPATCHER
+    from engine.sharding import shard_name
+
+    for actor in [shard_name(i) for i in range(settings.conversation_shards)] + [DISPATCHER]:
+        try:
+            ray.kill(ray.get_actor(actor, namespace=NAMESPACE), no_restart=True)
+        except ValueError:
+            pass
