@@ -145,6 +145,37 @@ class MeasureRequests:
             metrics.latency.labels(scope["method"], route).observe(time.perf_counter() - started)
 
 
+class RequireBearer:
+    """Every ``/api/`` request but the login/refresh/logout ones needs a valid access token, checked
+    before routing and body validation: an unauthenticated caller learns nothing about a route's
+    parameters or bodies, only 401. (The handlers verify the token again and load its user.)"""
+
+    OPEN = ("/api/auth/",)
+    keys: TokenKeys | None = None  # set by the Gateway replica of this process
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or not path.startswith("/api/") or path.startswith(self.OPEN) or self.keys is None:
+            await self.app(scope, receive, send)
+            return
+        header = dict(scope.get("headers") or []).get(b"authorization", b"").decode("latin-1")
+        scheme, _, token = header.partition(" ")
+        try:
+            if scheme.lower() != "bearer" or not token.strip():
+                raise Unauthenticated("missing bearer token")
+            verify_access(self.keys, token.strip())
+        except Unauthenticated as exc:
+            response = JSONResponse({"error": exc.message, "code": "Unauthenticated"}, status_code=401,
+                                    headers={"WWW-Authenticate": "Bearer"})
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+api.add_middleware(RequireBearer)
 api.add_middleware(MeasureRequests)
 
 # the one place where the engine's exception tree becomes HTTP statuses (see engine/errors.py)
@@ -213,6 +244,7 @@ class Gateway:
         self._pool_lock = asyncio.Lock()
         self._box = secret_box(self.settings)
         self._keys = TokenKeys.from_settings(self.settings)
+        RequireBearer.keys = self._keys
         self._limiter = RateLimiter(self.redis)
         self._receiver: WebhookReceiver | None = None
         self._dirty: dict[int, dict[str, dict[str, Any] | None]] = {}
