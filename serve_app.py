@@ -56,6 +56,29 @@ class LoginRequest(BaseModel):
 class RefreshRequest(BaseModel):
     refresh_token: str | None = Field(default=None, max_length=512)
 WEB_DIR = Path(__file__).resolve().parent / "web"
+# the web inbox: static files under web/, served only by suffix, never outside the folder (defined
+# before the Gateway class: serve.ingress captures the globals its routes read when it decorates it)
+WEB_TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8",
+             ".json": "application/json", ".svg": "image/svg+xml", ".png": "image/png"}
+WEB_ASSET_HEADERS = {"x-content-type-options": "nosniff", "cache-control": "no-cache"}
+WEB_PAGE_HEADERS = WEB_ASSET_HEADERS | {
+    "content-security-policy": "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; "
+                               "media-src 'self' blob:; connect-src 'self' ws: wss:; base-uri 'none'; "
+                               "form-action 'self'; frame-ancestors 'none'",
+    "referrer-policy": "no-referrer", "x-frame-options": "DENY"}
+
+
+def web_asset_path(path: str) -> Path | None:
+    """The file under web/ that ``path`` names, or None (traversal, hidden files, unknown types)."""
+    if "\\" in path or "\0" in path or any(part.startswith(".") for part in path.split("/")):
+        return None
+    root = WEB_DIR.resolve()
+    asset = (root / path).resolve()
+    if not asset.is_relative_to(root) or asset.suffix not in WEB_TYPES or not asset.is_file():
+        return None
+    return asset
+
+
 log = logging.getLogger("parlo.gateway")
 
 api = FastAPI(
@@ -482,28 +505,6 @@ class Gateway:
         if asset is None:
             return JSONResponse({"error": "not found", "code": "not_found"}, status_code=404)
         return FileResponse(asset, media_type=WEB_TYPES[asset.suffix], headers=WEB_ASSET_HEADERS)
-
-
-# the web inbox: static files under web/, served only by suffix, never outside the folder
-WEB_TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8",
-             ".json": "application/json", ".svg": "image/svg+xml", ".png": "image/png"}
-WEB_ASSET_HEADERS = {"x-content-type-options": "nosniff", "cache-control": "no-cache"}
-WEB_PAGE_HEADERS = WEB_ASSET_HEADERS | {
-    "content-security-policy": "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; "
-                               "media-src 'self' blob:; connect-src 'self' ws: wss:; base-uri 'none'; "
-                               "form-action 'self'; frame-ancestors 'none'",
-    "referrer-policy": "no-referrer", "x-frame-options": "DENY"}
-
-
-def web_asset_path(path: str) -> Path | None:
-    """The file under web/ that ``path`` names, or None (traversal, hidden files, unknown types)."""
-    if "\\" in path or "\0" in path or any(part.startswith(".") for part in path.split("/")):
-        return None
-    root = WEB_DIR.resolve()
-    asset = (root / path).resolve()
-    if not asset.is_relative_to(root) or asset.suffix not in WEB_TYPES or not asset.is_file():
-        return None
-    return asset
 
 
 def build(settings: Settings) -> Any:

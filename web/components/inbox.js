@@ -1,0 +1,135 @@
+import { html, useState, useEffect, useRef, useCallback, useMemo } from "../lib/html.js";
+import { t } from "../lib/i18n.js";
+import { api, logout } from "../lib/api.js";
+import { live } from "../lib/live.js";
+import { initials } from "../lib/format.js";
+import { useConversations, ConversationFilters, ConversationList } from "./conversation-list.js";
+import { Thread } from "./thread.js";
+import { ContactPanel } from "./contact-panel.js";
+import { TeamChat } from "./team-chat.js";
+import { Notifications } from "./notifications.js";
+import { ShortcutHelp, useShortcuts } from "./shortcuts.js";
+import { LanguageSwitch } from "./language-switch.js";
+
+function ConnectionIndicator() {
+  const [state, setState] = useState(live.state);
+  useEffect(() => live.onState(setState), []);
+  return html`
+    <span class=${`connection ${state}`} id="connection" data-state=${state} role="status"
+          title=${t(`connection.${state}Hint`)}>
+      <span class="dot" aria-hidden="true"></span>
+      <span class="connection-text">${t(`connection.${state}`)}</span>
+    </span>`;
+}
+
+export function Inbox({ user }) {
+  const [filters, setFilters] = useState({ status: "open", scope: "all", label_id: "", q: "" });
+  const [selectedId, setSelectedId] = useState(null);
+  const [panel, setPanel] = useState(null); // "contact" | "chat" | null
+  const [help, setHelp] = useState(false);
+  const [users, setUsers] = useState([]);
+  const [labels, setLabels] = useState([]);
+  const [presence, setPresence] = useState("online");
+  const list = useConversations(filters, user);
+  const [current, setCurrent] = useState(null); // the open conversation as the thread last read it
+  const selected = current?.id === selectedId ? current : list.items.find((c) => c.id === selectedId) || null;
+
+  useEffect(() => {
+    live.start();
+    api.put("/api/me/presence", { presence: "online" }).catch(() => {});
+    return () => live.stop();
+  }, []);
+  useEffect(() => {
+    const loadUsers = () => api.get("/api/users").then((r) => setUsers(r.items), () => {});
+    const loadLabels = () => api.get("/api/labels").then((r) => setLabels(r.items), () => {});
+    loadUsers();
+    loadLabels();
+    return live.on("presence", loadUsers);
+  }, []);
+
+  const open = useCallback((id) => {
+    setSelectedId(id);
+  }, []);
+
+  const move = useCallback((step) => {
+    const ids = list.items.map((c) => c.id);
+    if (!ids.length) return;
+    const at = ids.indexOf(selectedId);
+    const next = at < 0 ? (step > 0 ? 0 : ids.length - 1) : Math.min(ids.length - 1, Math.max(0, at + step));
+    setSelectedId(ids[next]);
+    requestAnimationFrame(() => document.querySelector(`[data-conversation="${ids[next]}"]`)?.scrollIntoView({ block: "nearest" }));
+  }, [list.items, selectedId]);
+
+  useShortcuts({
+    next: () => move(1),
+    previous: () => move(-1),
+    reply: () => document.dispatchEvent(new CustomEvent("parlo:compose", { detail: "reply" })),
+    note: () => document.dispatchEvent(new CustomEvent("parlo:compose", { detail: "note" })),
+    resolve: () => document.dispatchEvent(new CustomEvent("parlo:resolve")),
+    search: () => document.getElementById("conversation-search")?.focus(),
+    help: () => setHelp(true),
+    escape: () => {
+      if (help) setHelp(false);
+      else if (panel) setPanel(null);
+      else if (document.activeElement && document.activeElement !== document.body) document.activeElement.blur();
+      else setSelectedId(null);
+    },
+  });
+
+  async function changePresence(value) {
+    setPresence(value);
+    live.send({ type: "presence", presence: value });
+    await api.put("/api/me/presence", { presence: value }).catch(() => {});
+  }
+
+  const togglePanel = (name) => setPanel((p) => (p === name ? null : name));
+  const view = selectedId ? "thread" : "list";
+
+  return html`
+    <div class="inbox" data-view=${view} data-panel=${panel || "none"}>
+      <a class="skip-link" href="#thread-main">${t("a11y.skipToThread")}</a>
+      <header class="topbar">
+        <div class="brand"><span class="logo" aria-hidden="true">P</span><span class="brand-name">${t("app.name")}</span></div>
+        <${ConnectionIndicator} />
+        <div class="topbar-actions">
+          <button type="button" class="icon-button" id="team-chat-toggle" aria-pressed=${panel === "chat"}
+                  aria-label=${t("chat.open")} title=${t("chat.open")} onClick=${() => togglePanel("chat")}>
+            <svg viewBox="0 0 24 24" aria-hidden="true"><path d="M4 5h16v10H8l-4 4z" /></svg>
+          </button>
+          <${Notifications} onOpen=${(id) => { open(id); }} />
+          <button type="button" class="icon-button" aria-label=${t("help.open")} title=${t("help.open")}
+                  onClick=${() => setHelp(true)}>?</button>
+          <${LanguageSwitch} />
+          <div class="me">
+            <span class="avatar small" aria-hidden="true">${initials(user.name)}</span>
+            <span class="me-name">${user.name}</span>
+            <label>
+              <span class="visually-hidden">${t("presence.label")}</span>
+              <select id="presence" value=${presence} title=${t("presence.label")} onChange=${(e) => changePresence(e.target.value)}>
+                <option value="online">${t("presence.online")}</option>
+                <option value="away">${t("presence.away")}</option>
+              </select>
+            </label>
+            <button type="button" class="button ghost" onClick=${() => { live.stop(); logout(); }}>${t("auth.logout")}</button>
+          </div>
+        </div>
+      </header>
+      <nav class="sidebar" aria-label=${t("list.navigation")}>
+        <h2 class="visually-hidden">${t("list.title")}</h2>
+        <${ConversationFilters} filters=${filters} setFilters=${setFilters} labels=${labels} />
+        <${ConversationList} list=${list} selectedId=${selectedId} onSelect=${open} me=${user} />
+      </nav>
+      <main class="thread-area" id="thread-main" tabindex="-1">
+        ${selectedId
+          ? html`<${Thread} key=${selectedId} id=${selectedId} initial=${selected} me=${user} users=${users}
+                   labels=${labels} onChanged=${(c) => { list.upsert(c); setCurrent(c); }} onBack=${() => setSelectedId(null)}
+                   contactOpen=${panel === "contact"} onToggleContact=${() => togglePanel("contact")} />`
+          : html`<div class="placeholder"><p>${t("thread.none")}</p><p class="muted">${t("thread.noneHint")}</p></div>`}
+      </main>
+      ${panel === "contact" && selected
+        ? html`<${ContactPanel} key=${selected.contact.id} contactId=${selected.contact.id} onClose=${() => setPanel(null)} onOpen=${open} />`
+        : ""}
+      ${panel === "chat" ? html`<${TeamChat} me=${user} users=${users} onClose=${() => setPanel(null)} />` : ""}
+      ${help ? html`<${ShortcutHelp} onClose=${() => setHelp(false)} />` : ""}
+    </div>`;
+}
