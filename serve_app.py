@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
+import orjson
 import ray
 import redis.asyncio as aioredis
 from fastapi import FastAPI, Request, Response
@@ -35,6 +36,8 @@ from engine.auth.tokens import TokenKeys, TokenPair, end_session, rotate, verify
 from engine.db.tenancy import tenant_transaction
 from engine.errors import Conflict, Forbidden, InvalidInput, NotFound, ParloError, ServiceUnavailable, Unauthenticated
 from engine.inbox.principal import Changes, Principal, load_principal
+from engine.inbox import inputs
+from engine.inbox import audit_view, canned, chat, notifications, teams, users_admin
 from engine.ratelimit import RateLimited, RateLimiter
 from engine.health import check_all, postgres_check, redis_check
 from engine.logging import configure_logging
@@ -492,6 +495,206 @@ class Gateway:
     # --- inbox: conversations, messages, notes, labels, contacts, templates (engine/inbox) ------
 
     # --- inbox: canned replies, team chat, notifications, users, teams, audit (engine/inbox) ----
+    # Bodies are read as bytes and validated by engine.inbox.inputs (the API's one error shape, and
+    # no echo of what was sent: POST /api/users carries a password); their schema is documented here.
+
+    def _team_body_doc(model: Any) -> dict[str, Any]:  # type: ignore[misc]  # used while the class body runs
+        return {"requestBody": {"required": True,
+                                "content": {"application/json": {"schema": model.model_json_schema()}}}}
+
+    @staticmethod
+    def _team_json(payload: Any, status_code: int = 200) -> Response:
+        # asyncpg's own UUID type is not one orjson knows: default=str writes it as the usual text
+        return Response(orjson.dumps(payload, default=str), status_code=status_code, media_type="application/json")
+
+    @api.get("/api/users", summary="Every user of the tenant (for mentions and assignment)")
+    async def users_list(self, request: Request) -> Response:
+        async with self._tenant(request) as (conn, who, _):
+            items = await users_admin.list_users(conn, who)
+        return self._team_json({"items": items})
+
+    @api.post("/api/users", summary="Create a user (users.manage; only an owner creates owners)", status_code=201,
+              openapi_extra=_team_body_doc(users_admin.NewUser))
+    async def users_create(self, request: Request) -> Response:
+        body = inputs.parse_body(users_admin.NewUser, await request.body())
+        async with self._tenant(request) as (conn, who, changes):
+            user = await users_admin.create_user(conn, who, changes, body)
+        return self._team_json(user, 201)
+
+    @api.patch("/api/users/{id}", summary="Rename, change role or capacity, deactivate (users.manage)",
+               openapi_extra=_team_body_doc(users_admin.UserPatch))
+    async def users_patch(self, request: Request, id: str) -> Response:
+        user_id = inputs.parse_id(id, "user")
+        body = inputs.parse_body(users_admin.UserPatch, await request.body())
+        async with self._tenant(request) as (conn, who, changes):
+            user = await users_admin.update_user(conn, who, changes, user_id, body)
+        return self._team_json(user)
+
+    @api.put("/api/me/presence", summary="Set one's presence (online, away, offline)", status_code=204,
+             openapi_extra=_team_body_doc(users_admin.PresenceUpdate))
+    async def me_presence(self, request: Request) -> Response:
+        body = inputs.parse_body(users_admin.PresenceUpdate, await request.body())
+        async with self._tenant(request) as (conn, who, changes):
+            await users_admin.set_presence(conn, who, changes, body.presence)
+        return Response(status_code=204)
+
+    @api.get("/api/teams", summary="Teams and their members")
+    async def teams_list(self, request: Request) -> Response:
+        async with self._tenant(request) as (conn, who, _):
+            items = await teams.list_teams(conn, who)
+        return self._team_json({"items": items})
+
+    @api.post("/api/teams", summary="Create a team (teams.manage)", status_code=201,
+              openapi_extra=_team_body_doc(teams.TeamBody))
+    async def teams_create(self, request: Request) -> Response:
+        body = inputs.parse_body(teams.TeamBody, await request.body())
+        async with self._tenant(request) as (conn, who, changes):
+            team = await teams.create_team(conn, who, changes, body)
+        return self._team_json(team, 201)
+
+    @api.patch("/api/teams/{id}", summary="Rename a team (teams.manage)", openapi_extra=_team_body_doc(teams.TeamBody))
+    async def teams_patch(self, request: Request, id: str) -> Response:
+        team_id = inputs.parse_id(id, "team")
+        body = inputs.parse_body(teams.TeamBody, await request.body())
+        async with self._tenant(request) as (conn, who, changes):
+            team = await teams.rename_team(conn, who, changes, team_id, body)
+        return self._team_json(team)
+
+    @api.delete("/api/teams/{id}", summary="Delete a team; its conversations stay, without a team", status_code=204)
+    async def teams_delete(self, request: Request, id: str) -> Response:
+        team_id = inputs.parse_id(id, "team")
+        async with self._tenant(request) as (conn, who, changes):
+            await teams.delete_team(conn, who, changes, team_id)
+        return Response(status_code=204)
+
+    @api.put("/api/teams/{id}/members/{user_id}", summary="Add a member to a team (teams.manage)", status_code=204)
+    async def teams_add_member(self, request: Request, id: str, user_id: str) -> Response:
+        team_id, member_id = inputs.parse_id(id, "team"), inputs.parse_id(user_id, "user")
+        async with self._tenant(request) as (conn, who, changes):
+            await teams.add_member(conn, who, changes, team_id, member_id)
+        return Response(status_code=204)
+
+    @api.delete("/api/teams/{id}/members/{user_id}", summary="Remove a member from a team (teams.manage)",
+                status_code=204)
+    async def teams_remove_member(self, request: Request, id: str, user_id: str) -> Response:
+        team_id, member_id = inputs.parse_id(id, "team"), inputs.parse_id(user_id, "user")
+        async with self._tenant(request) as (conn, who, changes):
+            await teams.remove_member(conn, who, changes, team_id, member_id)
+        return Response(status_code=204)
+
+    @api.get("/api/canned", summary="Canned replies, optionally those matching q")
+    async def canned_list(self, request: Request) -> Response:
+        query = inputs.parse_query(canned.CannedQuery, request.query_params)
+        async with self._tenant(request) as (conn, who, _):
+            items = await canned.list_canned(conn, who, query.q)
+        return self._team_json({"items": items})
+
+    @api.post("/api/canned", summary="Create a canned reply (canned.manage)", status_code=201,
+              openapi_extra=_team_body_doc(canned.NewCanned))
+    async def canned_create(self, request: Request) -> Response:
+        body = inputs.parse_body(canned.NewCanned, await request.body())
+        async with self._tenant(request) as (conn, who, changes):
+            item = await canned.create_canned(conn, who, changes, body)
+        return self._team_json(item, 201)
+
+    @api.patch("/api/canned/{id}", summary="Change a canned reply (canned.manage)",
+               openapi_extra=_team_body_doc(canned.CannedPatch))
+    async def canned_patch(self, request: Request, id: str) -> Response:
+        canned_id = inputs.parse_id(id, "canned reply")
+        body = inputs.parse_body(canned.CannedPatch, await request.body())
+        async with self._tenant(request) as (conn, who, changes):
+            item = await canned.update_canned(conn, who, changes, canned_id, body)
+        return self._team_json(item)
+
+    @api.delete("/api/canned/{id}", summary="Delete a canned reply (canned.manage)", status_code=204)
+    async def canned_delete(self, request: Request, id: str) -> Response:
+        canned_id = inputs.parse_id(id, "canned reply")
+        async with self._tenant(request) as (conn, who, changes):
+            await canned.delete_canned(conn, who, changes, canned_id)
+        return Response(status_code=204)
+
+    @api.get("/api/chat/channels", summary="Named channels and one's direct channels, with unread counts")
+    async def chat_channels(self, request: Request) -> Response:
+        async with self._tenant(request) as (conn, who, _):
+            items = await chat.list_channels(conn, who)
+        return self._team_json({"items": items})
+
+    @api.post("/api/chat/channels", summary="Create a named channel (its creator joins it)", status_code=201,
+              openapi_extra=_team_body_doc(chat.NewChannel))
+    async def chat_create_channel(self, request: Request) -> Response:
+        body = inputs.parse_body(chat.NewChannel, await request.body())
+        async with self._tenant(request) as (conn, who, changes):
+            channel = await chat.create_channel(conn, who, changes, body)
+        return self._team_json(channel, 201)
+
+    @api.post("/api/chat/channels/{id}/join", summary="Join a named channel", status_code=204)
+    async def chat_join(self, request: Request, id: str) -> Response:
+        channel_id = inputs.parse_id(id, "chat channel")
+        async with self._tenant(request) as (conn, who, changes):
+            await chat.join(conn, who, changes, channel_id)
+        return Response(status_code=204)
+
+    @api.post("/api/chat/direct", summary="The direct channel between me and another user (201 when created now)",
+              openapi_extra=_team_body_doc(chat.DirectRequest))
+    async def chat_direct(self, request: Request) -> Response:
+        body = inputs.parse_body(chat.DirectRequest, await request.body())
+        async with self._tenant(request) as (conn, who, changes):
+            channel, created = await chat.direct(conn, who, changes, body.user_id)
+        return self._team_json(channel, 201 if created else 200)
+
+    @api.get("/api/chat/channels/{id}/messages", summary="A channel's messages, oldest first (members only)")
+    async def chat_messages(self, request: Request, id: str) -> Response:
+        channel_id = inputs.parse_id(id, "chat channel")
+        query = inputs.parse_query(chat.MessagesQuery, request.query_params)
+        async with self._tenant(request) as (conn, who, _):
+            items, has_more = await chat.messages(conn, who, channel_id, before=query.before, limit=query.limit)
+        return self._team_json({"items": items, "has_more": has_more})
+
+    @api.post("/api/chat/channels/{id}/messages", summary="Write in a channel (members only)", status_code=201,
+              openapi_extra=_team_body_doc(chat.NewChatMessage))
+    async def chat_post(self, request: Request, id: str) -> Response:
+        channel_id = inputs.parse_id(id, "chat channel")
+        body = inputs.parse_body(chat.NewChatMessage, await request.body())
+        async with self._tenant(request) as (conn, who, changes):
+            message = await chat.post(conn, who, changes, channel_id, body)
+        return self._team_json(message, 201)
+
+    @api.post("/api/chat/channels/{id}/read", summary="Mark a channel read up to its newest message", status_code=204)
+    async def chat_read(self, request: Request, id: str) -> Response:
+        channel_id = inputs.parse_id(id, "chat channel")
+        async with self._tenant(request) as (conn, who, changes):
+            await chat.mark_read(conn, who, changes, channel_id)
+        return Response(status_code=204)
+
+    @api.get("/api/notifications", summary="One's notifications, newest first, and the unread count")
+    async def notifications_list(self, request: Request) -> Response:
+        query = inputs.parse_query(notifications.NotificationsQuery, request.query_params)
+        async with self._tenant(request) as (conn, who, _):
+            items, unread = await notifications.list_notifications(conn, who, unread=query.unread,
+                                                                   before=query.before, limit=query.limit)
+        return self._team_json({"items": items, "unread_count": unread})
+
+    @api.post("/api/notifications/read-all", summary="Mark all of one's notifications read", status_code=204)
+    async def notifications_read_all(self, request: Request) -> Response:
+        async with self._tenant(request) as (conn, who, _):
+            await notifications.mark_all_read(conn, who)
+        return Response(status_code=204)
+
+    @api.post("/api/notifications/{id}/read", summary="Mark one of one's notifications read", status_code=204)
+    async def notifications_read(self, request: Request, id: str) -> Response:
+        notification_id = inputs.parse_int_id(id, "notification")
+        async with self._tenant(request) as (conn, who, _):
+            await notifications.mark_read(conn, who, notification_id)
+        return Response(status_code=204)
+
+    @api.get("/api/audit", summary="The tenant's audit log, newest first (audit.read)")
+    async def audit_list(self, request: Request) -> Response:
+        query = inputs.parse_query(audit_view.AuditQuery, request.query_params)
+        async with self._tenant(request) as (conn, who, _):
+            items = await audit_view.list_audit(conn, who, before=query.before, action=query.action, limit=query.limit)
+        return self._team_json({"items": items})
+
+    del _team_body_doc
 
     # --- live events: /ws (engine/live.py) -------------------------------------------------------
 
