@@ -21,6 +21,7 @@ import httpx
 from bench.simulator import Simulator, payloads
 from bench.simulator.webhooks import encode, sign
 from engine import tenants, users
+from engine.auth.tokens import TokenKeys, start_session
 from engine.config import Settings
 from engine.crypto import secret_box
 from engine.whatsapp import channels
@@ -62,13 +63,13 @@ class TenantKit:
         n = next(_numbers)
         email = f"{role}{n}@{self.slug}.test"
         name = name or f"{role.title()} {n}"
+        # tokens are minted by the engine's own session code rather than by POST /api/auth/login, so
+        # that suites making many users stay under the per-address login limit (login itself is
+        # tested in test_login.py and through the Gateway in test_ray_runtime.py)
         async with self.gateway.connect() as conn:
-            await users.create(conn, self.id, email, name, PASSWORD, role=role)
-        async with httpx.AsyncClient(base_url=self.gateway.base_url, timeout=15) as http:
-            answer = await http.post("/api/auth/login", json={"tenant": self.slug, "email": email, "password": PASSWORD})
-            answer.raise_for_status()
-            body = answer.json()
-        member = Member(uuid.UUID(body["user"]["id"]), email, name, role, body["access_token"], body["refresh_token"])
+            user = await users.create(conn, self.id, email, name, PASSWORD, role=role)
+            pair = await start_session(conn, TokenKeys.from_settings(self.gateway.settings), user)
+        member = Member(user.id, email, name, role, pair.access_token, pair.refresh_token)
         self.members.setdefault(role, member)
         return member
 

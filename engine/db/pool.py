@@ -7,6 +7,7 @@ import socket
 
 import asyncpg
 import orjson
+import numpy as np
 
 from engine.errors import ServiceUnavailable
 from engine.secrets import mask_text
@@ -20,6 +21,22 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
     # orjson: a webhook's raw JSON is encoded for every stored message and status
     await conn.set_type_codec("jsonb", encoder=_encode_json, decoder=orjson.loads, schema="pg_catalog")
     await conn.set_type_codec("json", encoder=_encode_json, decoder=orjson.loads, schema="pg_catalog")
+    # pgvector's binary format, as numpy float32 arrays both ways (absent in maintenance databases)
+    try:
+        await conn.set_type_codec("vector", schema="public", encoder=_encode_vector, decoder=_decode_vector,
+                                  format="binary")
+    except ValueError:
+        pass
+
+
+def _encode_vector(value: object) -> bytes:
+    array = np.asarray(value, dtype=">f4").reshape(-1)
+    return len(array).to_bytes(2, "big") + b"\x00\x00" + array.tobytes()
+
+
+def _decode_vector(data: bytes) -> np.ndarray:
+    dim = int.from_bytes(data[:2], "big")
+    return np.frombuffer(data, dtype=">f4", count=dim, offset=4).astype(np.float32)
 
 
 def describe_connect_error(url: str, exc: BaseException) -> str:
