@@ -38,6 +38,15 @@ from engine.errors import Conflict, Forbidden, InvalidInput, NotFound, ParloErro
 from engine.inbox.principal import Changes, Principal, load_principal
 from engine.inbox import inputs
 from engine.inbox import audit_view, canned, chat, notifications, teams, users_admin
+from engine.inbox import attachments, templates_view
+from engine.inbox import contacts as inbox_contacts
+from engine.inbox import conversations as inbox_conversations
+from engine.inbox import labels as inbox_labels
+from engine.inbox import messages as inbox_messages
+from engine.inbox import notes as inbox_notes
+from engine.whatsapp.graph import GraphClient
+from engine.whatsapp.media import storage_for
+from urllib.parse import quote
 from engine.ratelimit import RateLimited, RateLimiter
 from engine.health import check_all, postgres_check, redis_check
 from engine.logging import configure_logging
@@ -493,6 +502,223 @@ class Gateway:
                                       maxlen=self.settings.events_stream_maxlen)
 
     # --- inbox: conversations, messages, notes, labels, contacts, templates (engine/inbox) ------
+
+    # Bodies and queries are parsed by engine.inbox.inputs (not by FastAPI) so that every refusal
+    # has the API's error shape; TooLarge is InvalidInput for the engine, 413 on the wire.
+    async def _inbox_too_large(request: Request, exc: Exception) -> JSONResponse:  # type: ignore[misc]
+        return JSONResponse({"error": str(exc), "code": "TooLarge"}, status_code=413)
+
+    api.add_exception_handler(inputs.TooLarge, _inbox_too_large)
+    del _inbox_too_large
+
+    async def _inbox_body(self, request: Request, limit: int = inputs.MAX_JSON_BODY) -> bytes:
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise inputs.TooLarge(f"the request body is larger than {limit} bytes")
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limit:
+                raise inputs.TooLarge(f"the request body is larger than {limit} bytes")
+        return bytes(body)
+
+    def _inbox_touched(self, changes: Changes) -> None:
+        """After commit: the shards re-read the conversations an inbox change touched (their hot
+        state — unread, assignment, status, AI mode — follows PostgreSQL)."""
+        touched = {data["conversation_id"] for kind, data in changes.events
+                   if data.get("conversation_id") is not None and kind in ("conversation.updated", "message.created")}
+        for conversation_id in touched:
+            self._dirty.setdefault(shard_of(conversation_id, len(self.shards)), {})[str(conversation_id)] = None
+        if touched and (self._flusher is None or self._flusher.done()):
+            self._flusher = asyncio.create_task(self._flush())
+
+    def _inbox_graph(self, access_token: str) -> GraphClient:
+        return GraphClient(access_token, base_url=self.settings.graph_base_url,
+                           api_version=self.settings.graph_api_version, timeout=self.settings.graph_timeout_s)
+
+    @api.get("/api/conversations", summary="Conversations the caller may see, newest activity first")
+    async def inbox_list_conversations(self, request: Request) -> Response:
+        query = inputs.parse_query(inbox_conversations.ConversationQuery, request.query_params)
+        async with self._tenant(request) as (conn, who, _):
+            return JSONResponse(await inbox_conversations.list_conversations(conn, who, query))
+
+    @api.get("/api/conversations/{conversation_id}", summary="One conversation")
+    async def inbox_get_conversation(self, request: Request, conversation_id: str) -> Response:
+        cid = inputs.parse_id(conversation_id, "conversation")
+        async with self._tenant(request) as (conn, who, _):
+            return JSONResponse(await inbox_conversations.get(conn, who, cid))
+
+    @api.patch("/api/conversations/{conversation_id}", summary="Change status, snooze or AI mode")
+    async def inbox_conversation_patch(self, request: Request, conversation_id: str) -> Response:
+        cid = inputs.parse_id(conversation_id, "conversation")
+        patch = inputs.parse_body(inbox_conversations.ConversationPatch, await self._inbox_body(request))
+        async with self._tenant(request) as (conn, who, changes):
+            result = await inbox_conversations.update(conn, who, changes, cid, patch)
+        self._inbox_touched(changes)
+        return JSONResponse(result)
+
+    @api.post("/api/conversations/{conversation_id}/read", summary="Mark a conversation read", status_code=204)
+    async def inbox_conversation_read(self, request: Request, conversation_id: str) -> Response:
+        cid = inputs.parse_id(conversation_id, "conversation")
+        async with self._tenant(request) as (conn, who, changes):
+            await inbox_conversations.mark_read(conn, who, changes, cid)
+        self._inbox_touched(changes)
+        return Response(status_code=204)
+
+    @api.post("/api/conversations/{conversation_id}/assign", summary="Assign to a user and/or a team")
+    async def inbox_conversation_assign(self, request: Request, conversation_id: str) -> Response:
+        cid = inputs.parse_id(conversation_id, "conversation")
+        body = inputs.parse_body(inbox_conversations.AssignRequest, await self._inbox_body(request))
+        async with self._tenant(request) as (conn, who, changes):
+            result = await inbox_conversations.assign(conn, who, changes, cid, body)
+        self._inbox_touched(changes)
+        return JSONResponse(result)
+
+    @api.post("/api/conversations/{conversation_id}/labels", summary="Put a label on a conversation")
+    async def inbox_conversation_label(self, request: Request, conversation_id: str) -> Response:
+        cid = inputs.parse_id(conversation_id, "conversation")
+        body = inputs.parse_body(inbox_conversations.LabelRef, await self._inbox_body(request))
+        async with self._tenant(request) as (conn, who, changes):
+            result = await inbox_conversations.add_label(conn, who, changes, cid, body.label_id)
+        self._inbox_touched(changes)
+        return JSONResponse(result)
+
+    @api.delete("/api/conversations/{conversation_id}/labels/{label_id}", summary="Take a label off")
+    async def inbox_conversation_unlabel(self, request: Request, conversation_id: str, label_id: str) -> Response:
+        cid, lid = inputs.parse_id(conversation_id, "conversation"), inputs.parse_id(label_id, "label")
+        async with self._tenant(request) as (conn, who, changes):
+            result = await inbox_conversations.remove_label(conn, who, changes, cid, lid)
+        self._inbox_touched(changes)
+        return JSONResponse(result)
+
+    @api.get("/api/conversations/{conversation_id}/messages", summary="Messages, oldest to newest, a page at a time")
+    async def inbox_list_messages(self, request: Request, conversation_id: str) -> Response:
+        cid = inputs.parse_id(conversation_id, "conversation")
+        query = inputs.parse_query(inbox_messages.MessageQuery, request.query_params)
+        async with self._tenant(request) as (conn, who, _):
+            return JSONResponse(await inbox_messages.list_messages(conn, who, cid, query))
+
+    @api.post("/api/conversations/{conversation_id}/messages", summary="Send text, a reaction or a template",
+              status_code=201)
+    async def inbox_send(self, request: Request, conversation_id: str) -> Response:
+        cid = inputs.parse_id(conversation_id, "conversation")
+        body = inputs.parse_body(inbox_messages.SendRequest, await self._inbox_body(request))
+        async with self._tenant(request) as (conn, who, changes):
+            message = await inbox_messages.send(conn, who, changes, cid, body.root, limiter=self._limiter)
+        self._inbox_touched(changes)
+        return JSONResponse(message, status_code=201)
+
+    @api.post("/api/conversations/{conversation_id}/media", summary="Send a file (multipart: file, caption)",
+              status_code=201)
+    async def inbox_send_media(self, request: Request, conversation_id: str) -> Response:
+        cid = inputs.parse_id(conversation_id, "conversation")
+        ceiling = min(attachments.MAX_UPLOAD, self.settings.media_max_bytes)
+        declared = request.headers.get("content-length")
+        if declared is None or not declared.isdigit():
+            raise InvalidInput("an upload needs a Content-Length")
+        if int(declared) > ceiling + 64 * 1024:  # room for the multipart framing and the caption
+            raise inputs.TooLarge(f"a file may be at most {ceiling // (1024 * 1024)} MiB")
+        async with self._tenant(request) as (conn, who, _):
+            target = await attachments.prepare_upload(conn, who, self._box, cid, limiter=self._limiter)
+        form = await request.form(max_files=1, max_fields=4)
+        try:
+            file, caption = form.get("file"), form.get("caption")
+            if isinstance(file, str) or file is None or (caption is not None and not isinstance(caption, str)):
+                raise InvalidInput("send the file in the multipart field 'file' (and an optional text 'caption')")
+            upload = attachments.check(await file.read(ceiling + 1), file.content_type, file.filename, caption,
+                                       ceiling=self.settings.media_max_bytes)
+        finally:
+            await form.close()
+        uploaded = await attachments.upload(target, upload, storage_for(self.settings), self._inbox_graph)
+        async with self._tenant(request) as (conn, who, changes):
+            message = await attachments.queue_upload(conn, who, changes, cid, uploaded)
+        self._inbox_touched(changes)
+        return JSONResponse(message, status_code=201)
+
+    @api.get("/api/media/{media_id}", summary="A stored file of a message the caller may see")
+    async def inbox_media(self, request: Request, media_id: str) -> Response:
+        mid = inputs.parse_int_id(media_id, "media")
+        async with self._tenant(request) as (conn, who, _):
+            stored = await attachments.locate(conn, who, mid)
+        data = await attachments.read(storage_for(self.settings), stored)
+        disposition = "inline" if attachments.inline(stored.mime_type) else "attachment"
+        if stored.filename:
+            disposition += f"; filename*=UTF-8''{quote(stored.filename)}"
+        return Response(data, media_type=stored.mime_type, headers={
+            "Content-Disposition": disposition, "X-Content-Type-Options": "nosniff",
+            "Content-Security-Policy": "sandbox; default-src 'none'", "Cache-Control": "private, max-age=3600"})
+
+    @api.get("/api/conversations/{conversation_id}/notes", summary="Internal notes of a conversation")
+    async def inbox_list_notes(self, request: Request, conversation_id: str) -> Response:
+        cid = inputs.parse_id(conversation_id, "conversation")
+        async with self._tenant(request) as (conn, who, _):
+            return JSONResponse(await inbox_notes.list_notes(conn, who, cid))
+
+    @api.post("/api/conversations/{conversation_id}/notes", summary="Write an internal note", status_code=201)
+    async def inbox_note(self, request: Request, conversation_id: str) -> Response:
+        cid = inputs.parse_id(conversation_id, "conversation")
+        body = inputs.parse_body(inbox_notes.NoteRequest, await self._inbox_body(request))
+        async with self._tenant(request) as (conn, who, changes):
+            note = await inbox_notes.create(conn, who, changes, cid, body)
+        return JSONResponse(note, status_code=201)
+
+    @api.get("/api/contacts", summary="Contacts, by name")
+    async def inbox_list_contacts(self, request: Request) -> Response:
+        query = inputs.parse_query(inbox_contacts.ContactQuery, request.query_params)
+        async with self._tenant(request) as (conn, who, _):
+            return JSONResponse(await inbox_contacts.list_contacts(conn, who, query))
+
+    @api.get("/api/contacts/{contact_id}", summary="One contact and their conversations")
+    async def inbox_get_contact(self, request: Request, contact_id: str) -> Response:
+        kid = inputs.parse_id(contact_id, "contact")
+        async with self._tenant(request) as (conn, who, _):
+            return JSONResponse(await inbox_contacts.get(conn, who, kid))
+
+    @api.patch("/api/contacts/{contact_id}", summary="Edit a contact")
+    async def inbox_contact_patch(self, request: Request, contact_id: str) -> Response:
+        kid = inputs.parse_id(contact_id, "contact")
+        body = inputs.parse_body(inbox_contacts.ContactPatch, await self._inbox_body(request))
+        async with self._tenant(request) as (conn, who, changes):
+            result = await inbox_contacts.update(conn, who, changes, kid, body)
+        return JSONResponse(result)
+
+    @api.get("/api/labels", summary="The tenant's labels")
+    async def inbox_list_labels(self, request: Request) -> Response:
+        async with self._tenant(request) as (conn, who, _):
+            return JSONResponse(await inbox_labels.list_labels(conn, who))
+
+    @api.post("/api/labels", summary="Create a label", status_code=201)
+    async def inbox_label_create(self, request: Request) -> Response:
+        body = inputs.parse_body(inbox_labels.LabelCreate, await self._inbox_body(request))
+        async with self._tenant(request) as (conn, who, changes):
+            return JSONResponse(await inbox_labels.create(conn, who, changes, body), status_code=201)
+
+    @api.patch("/api/labels/{label_id}", summary="Rename or recolour a label")
+    async def inbox_label_patch(self, request: Request, label_id: str) -> Response:
+        lid = inputs.parse_id(label_id, "label")
+        body = inputs.parse_body(inbox_labels.LabelPatch, await self._inbox_body(request))
+        async with self._tenant(request) as (conn, who, changes):
+            return JSONResponse(await inbox_labels.update(conn, who, changes, lid, body))
+
+    @api.delete("/api/labels/{label_id}", summary="Delete a label (it leaves every conversation)", status_code=204)
+    async def inbox_label_delete(self, request: Request, label_id: str) -> Response:
+        lid = inputs.parse_id(label_id, "label")
+        async with self._tenant(request) as (conn, who, changes):
+            await inbox_labels.delete(conn, who, changes, lid)
+        return Response(status_code=204)
+
+    @api.get("/api/templates", summary="Message templates (e.g. ?status=APPROVED)")
+    async def inbox_list_templates(self, request: Request) -> Response:
+        query = inputs.parse_query(templates_view.TemplateQuery, request.query_params)
+        async with self._tenant(request) as (conn, who, _):
+            return JSONResponse(await templates_view.list_templates(conn, who, query))
+
+    @api.post("/api/templates/{template_id}/preview", summary="A template with its parameters filled in")
+    async def inbox_template_preview(self, request: Request, template_id: str) -> Response:
+        tid = inputs.parse_int_id(template_id, "template")
+        body = inputs.parse_body(templates_view.PreviewRequest, await self._inbox_body(request))
+        async with self._tenant(request) as (conn, who, _):
+            return JSONResponse(await templates_view.preview(conn, who, tid, body))
 
     # --- inbox: canned replies, team chat, notifications, users, teams, audit (engine/inbox) ----
     # Bodies are read as bytes and validated by engine.inbox.inputs (the API's one error shape, and
