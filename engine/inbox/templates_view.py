@@ -8,7 +8,6 @@ those of the body, in placeholder order.
 from __future__ import annotations
 
 import re
-
 from typing import Any
 
 import asyncpg
