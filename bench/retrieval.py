@@ -37,7 +37,8 @@ def chunks_of(rs: RetrievalSet, count: TokenCounter) -> list[BenchChunk]:
     out = []
     for doc_id, (title, text) in rs.docs.items():
         for chunk in chunk_text(text, budget=CHUNK_BUDGET, count=count):
-            out.append(BenchChunk(doc_id, contextual_text(title, chunk.text)))
+            # prose: one line per sentence in a chunk; joined by spaces as the embedding cache has them
+            out.append(BenchChunk(doc_id, contextual_text(title, " ".join(chunk.text.splitlines()))))
     return out
 
 

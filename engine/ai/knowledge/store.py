@@ -18,7 +18,7 @@ from typing import Any
 import asyncpg
 import numpy as np
 
-from engine.ai.knowledge.chunking import chunk_text, contextual_text
+from engine.ai.knowledge.chunking import chunk_document, contextual_text
 from engine.ai.knowledge.embeddings import Embedder
 from engine.ai.knowledge.extract import Extracted
 from engine.db.queries import sql
@@ -116,8 +116,8 @@ async def sync_documents(conn: asyncpg.Connection, source: Source, documents: Se
         if old is not None and old["content_hash"] == doc.content_hash:
             stats.unchanged += 1
         else:
-            pieces = chunk_text(doc.text, budget=budget, **({"count": count} if count else {}))
-            texts = [contextual_text(doc.title, p.text) for p in pieces]
+            pieces = chunk_document(doc.text, budget=budget, **({"count": count} if count else {}))
+            texts = [contextual_text(doc.title, p.text, p.heading) for p in pieces]
             hashes = [_sha(t) for t in texts]
             reuse = {r["text_sha256"]: r["embedding"] for r in await conn.fetch(
                 sql("knowledge", "embeddings_by_hash"), source.tenant_id, embedder.name, hashes)}

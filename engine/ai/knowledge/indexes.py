@@ -1,0 +1,79 @@
+"""The in-memory indexes a KnowledgeShard holds: one :class:`HybridIndex` per tenant it owns,
+built from PostgreSQL on first use and rebuilt after a sync. Plain Python, so it is tested without
+Ray; ``actors/knowledge_shard.py`` is a shell around one :class:`TenantIndexes`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from dataclasses import dataclass
+
+import asyncpg
+import numpy as np
+
+from engine.ai.knowledge.embeddings import Embedder
+from engine.ai.knowledge.index import HybridIndex
+from engine.ai.knowledge.store import ChunkRecord, load_chunks
+
+
+@dataclass(frozen=True, slots=True)
+class Passage:
+    chunk_id: int
+    text: str
+    title: str
+    source: str
+    source_kind: str
+    url: str | None
+    score: float
+    bm25: float
+    dense: float
+
+    def as_dict(self) -> dict[str, object]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+@dataclass(slots=True)
+class _Loaded:
+    index: HybridIndex
+    records: list[ChunkRecord]
+    loaded_at: float
+
+
+class TenantIndexes:
+    def __init__(self, embedder: Embedder, *, language: str = "italian", alpha: float = 0.5) -> None:
+        self.embedder = embedder
+        self.language = language
+        self.alpha = alpha
+        self._loaded: dict[uuid.UUID, _Loaded] = {}
+        self._locks: dict[uuid.UUID, asyncio.Lock] = {}
+
+    async def load(self, pool: asyncpg.Pool | asyncpg.Connection, tenant_id: uuid.UUID) -> int:
+        """(Re)build the tenant's index from PostgreSQL; searches keep using the old one until
+        the new one is ready."""
+        async with self._locks.setdefault(tenant_id, asyncio.Lock()):
+            records, vectors = await load_chunks(pool, tenant_id, self.embedder.name)
+            index = await asyncio.to_thread(HybridIndex, [r.text for r in records], vectors, language=self.language)
+            self._loaded[tenant_id] = _Loaded(index, records, time.time())
+            return len(records)
+
+    def forget(self, tenant_id: uuid.UUID) -> None:
+        self._loaded.pop(tenant_id, None)
+
+    async def search(self, pool: asyncpg.Pool | asyncpg.Connection, tenant_id: uuid.UUID, query: str, *, k: int = 5,
+                     query_vector: np.ndarray | None = None, min_score: float = 0.0) -> list[Passage]:
+        loaded = self._loaded.get(tenant_id)
+        if loaded is None:
+            await self.load(pool, tenant_id)
+            loaded = self._loaded[tenant_id]
+        if not loaded.records or not query.strip():
+            return []
+        if query_vector is None:
+            query_vector = await asyncio.to_thread(self.embedder.query, query)
+        hits = loaded.index.search(query, query_vector, k=k, alpha=self.alpha)
+        return [Passage(r.chunk_id, r.text, r.title, r.source, r.source_kind, r.url, h.score, h.bm25, h.dense)
+                for h in hits if h.score >= min_score for r in [loaded.records[h.position]]]
+
+    def stats(self) -> dict[str, object]:
+        return {"tenants": len(self._loaded), "chunks": sum(len(x.records) for x in self._loaded.values())}
