@@ -528,3 +528,58 @@ async def test_live_events_name_their_audience(gateway: Gateway) -> None:
     assert outbound and outbound[0]["conversation_id"] == str(conversation) and "team_id" in outbound[0]
     notification = next(d for k, d in seen if k == "notification.created")
     assert notification["user_ids"] == [str(kit.members["admin"].id)]
+
+
+async def test_inbound_media_is_served_once_fetched(gateway: Gateway) -> None:
+    import hashlib
+
+    from bench.simulator import payloads
+
+    kit = await gateway.tenant()
+    wa_id, conversation = await visible_to_agent(kit)
+    media_id = gateway.simulator.add_media(PNG, "image/png", phone_number_id=kit.phone_number_id)
+    message = payloads.image_message(wa_id, media_id, mime_type="image/png", caption="la foto",
+                                     sha256=hashlib.sha256(PNG).hexdigest())
+    assert kit.post_webhook(payloads.inbound(message, waba_id=kit.waba_id, phone_number_id=kit.phone_number_id,
+                                             display_phone_number=kit.display_phone)).status_code == 200
+    async with kit.http("agent") as http:
+        async def image() -> Any:
+            items = (await http.get(f"/api/conversations/{conversation}/messages")).json()["items"]
+            return items[-1]["type"] == "image" and items[-1]
+
+        shown = await eventually(image, what="the inbound image")
+        assert shown["text"] == "la foto" and shown["media"]["url"] == f"/api/media/{shown['media']['id']}"
+
+        async def served() -> Any:
+            answer = await http.get(shown["media"]["url"])
+            assert answer.status_code in (200, 409), answer.text  # 409 while still being downloaded
+            return answer.status_code == 200 and answer
+
+        answer = await eventually(served, what="the image to be fetched from WhatsApp")
+        assert answer.content == PNG and answer.headers["content-type"] == "image/png"
+        assert (await http.get("/api/media/999999999")).status_code == 404
+        assert (await http.get("/api/media/abc")).status_code == 404
+
+
+async def test_message_pages_go_back_and_forward_by_id(gateway: Gateway) -> None:
+    kit = await gateway.tenant()
+    wa_id, conversation = await visible_to_agent(kit, "0")
+    for i in range(1, 5):
+        assert kit.inbound(wa_id, str(i)).status_code == 200
+    async with kit.http("agent") as http:
+        url = f"/api/conversations/{conversation}/messages"
+        await eventually(lambda: _count(http, url, 5), what="five messages")
+        newest = (await http.get(url, params={"limit": 2})).json()
+        assert [m["text"] for m in newest["items"]] == ["3", "4"] and newest["has_more"] is True
+        older = (await http.get(url, params={"limit": 2, "before": newest["items"][0]["id"]})).json()
+        assert [m["text"] for m in older["items"]] == ["1", "2"] and older["has_more"] is True
+        oldest = (await http.get(url, params={"limit": 2, "before": older["items"][0]["id"]})).json()
+        assert [m["text"] for m in oldest["items"]] == ["0"] and oldest["has_more"] is False
+        newer = (await http.get(url, params={"after": oldest["items"][0]["id"], "limit": 3})).json()
+        assert [m["text"] for m in newer["items"]] == ["1", "2", "3"] and newer["has_more"] is True
+        for bad in ({"limit": 0}, {"limit": 201}, {"before": "x"}, {"before": 5, "after": 1}, {"after": -1}):
+            assert (await http.get(url, params=bad)).status_code == 422, bad
+
+
+async def _count(http: Any, url: str, n: int) -> bool:
+    return len((await http.get(url)).json()["items"]) == n
