@@ -17,7 +17,8 @@ pytestmark = pytest.mark.integration
 TENANT_TABLES = ("users", "channels", "contacts", "conversations", "messages", "message_statuses",
                  "webhook_receipts", "outbox", "audit_log", "media", "templates", "refresh_tokens", "teams",
                  "team_members", "labels", "conversation_labels", "notes", "canned_replies", "notifications",
-                 "chat_channels", "chat_members", "chat_messages", "kb_sources", "kb_documents", "kb_chunks")
+                 "chat_channels", "chat_members", "chat_messages", "kb_sources", "kb_documents", "kb_chunks",
+                 "ai_runs", "ai_usage", "ai_run_sources", "ai_examples")
 
 
 async def _tenant_with_conversation(db: asyncpg.Connection, name: str, pnid: str) -> tuple[uuid.UUID, uuid.UUID]:
