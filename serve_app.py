@@ -47,6 +47,7 @@ from engine.inbox import notes as inbox_notes
 from engine.whatsapp.graph import GraphClient
 from engine.whatsapp.media import storage_for
 from urllib.parse import quote
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from engine.ratelimit import RateLimited, RateLimiter
 from engine.health import check_all, postgres_check, redis_check
 from engine.logging import configure_logging
@@ -620,7 +621,10 @@ class Gateway:
             raise inputs.TooLarge(f"a file may be at most {ceiling // (1024 * 1024)} MiB")
         async with self._tenant(request) as (conn, who, _):
             target = await attachments.prepare_upload(conn, who, self._box, cid, limiter=self._limiter)
-        form = await request.form(max_files=1, max_fields=4)
+        try:
+            form = await request.form(max_files=1, max_fields=4)
+        except StarletteHTTPException:  # Starlette's answer to a malformed or oversized form
+            raise InvalidInput("the upload is not a valid multipart form (one 'file', an optional 'caption')") from None
         try:
             file, caption = form.get("file"), form.get("caption")
             if isinstance(file, str) or file is None or (caption is not None and not isinstance(caption, str)):

@@ -335,6 +335,10 @@ async def test_an_uploaded_image_is_sent_and_served_back(gateway: Gateway) -> No
         assert html.status_code == 422
         not_multipart = await http.post(url, json={"file": "x"})
         assert not_multipart.status_code == 422
+        two_files = await http.post(url, files=[("file", ("a.png", PNG, "image/png")), ("file", ("b.png", PNG, "image/png"))])
+        assert two_files.status_code == 422 and two_files.json()["code"] == "InvalidInput"
+        garbage = await http.post(url, content=b"--x\r\nnonsense", headers={"content-type": "multipart/form-data; boundary=x"})
+        assert garbage.status_code == 422
     other = await gateway.tenant()
     async with other.http("owner") as http:
         assert (await http.get(message["media"]["url"])).status_code == 404
