@@ -2,7 +2,9 @@
 template) through the transactional outbox of :mod:`engine.whatsapp.outbound`.
 
 A send is refused before it reaches Meta when the 24-hour window is closed (``ServiceWindowClosed``,
-409) unless it is a template, and each agent may send at most :data:`SEND_LIMIT` (429 beyond).
+409) unless it is a template, and each agent may send at most :data:`SEND_LIMIT` (429 beyond). A
+person's answer pauses the assistant in that conversation (``conversations.ai_state``); ``ai_mode``
+stays as the agents set it.
 """
 
 from __future__ import annotations
@@ -167,9 +169,13 @@ async def _target_message(conn: asyncpg.Connection, who: Principal, conversation
 
 async def sent(conn: asyncpg.Connection, who: Principal, changes: Changes, conversation: asyncpg.Record,
                queued: outbound.Queued, kind: str) -> dict[str, Any]:
-    """What every send does after queueing: audit, live events, the message as the API returns it."""
+    """What every send does after queueing: audit, the assistant paused (a person answered; a
+    reaction is not an answer), live events, the message as the API returns it."""
     assert queued.message_id is not None
     await record(conn, who, "message.send", str(conversation["id"]), {"message_id": queued.message_id, "type": kind})
+    if kind != "reaction" and await conn.fetchval(sql("inbox_messages", "pause_ai"), who.tenant_id, conversation["id"]):
+        changes.add("conversation.updated", {"conversation_id": conversation["id"], "team_id": conversation["team_id"],
+                                             "assignee_id": conversation["assignee_id"], "ai_state": "paused"})
     message = (await views(conn, who.tenant_id, [queued.message_id]))[queued.message_id]
     changes.add("message.created", {"conversation_id": conversation["id"], "team_id": conversation["team_id"],
                                     "assignee_id": conversation["assignee_id"], "message_id": queued.message_id,

@@ -196,6 +196,8 @@ async def test_an_agent_reply_is_queued_then_reaches_whatsapp(gateway: Gateway) 
         listed = (await http.get(f"/api/conversations/{conversation}")).json()
         assert listed["last_message"]["id"] == sent["id"] and listed["unread_count"] == 0
     assert await sql(kit, "SELECT count(*) FROM audit_log WHERE tenant_id = $1 AND action = 'message.send'", kit.id) == 1
+    # a person answered: the assistant is paused there, its mode untouched
+    assert await sql(kit, "SELECT ai_state || '/' || ai_mode FROM conversations WHERE id = $1", conversation) == "paused/auto"
 
 
 async def test_reactions_are_sent_and_folded_into_the_message(gateway: Gateway) -> None:
@@ -207,6 +209,7 @@ async def test_reactions_are_sent_and_folded_into_the_message(gateway: Gateway) 
                                  json={"type": "reaction", "message_id": inbound["id"], "emoji": "👍"})
         assert answer.status_code == 201, answer.text
         records = await eventually(lambda: gateway.simulator.sends_to(wa_id), what="the reaction at the simulator")
+        assert await sql(kit, "SELECT ai_state FROM conversations WHERE id = $1", conversation) == "active"
         assert records[0].payload["reaction"] == {"message_id": inbound["wamid"], "emoji": "👍"}
         page = (await http.get(f"/api/conversations/{conversation}/messages")).json()
         assert [m["id"] for m in page["items"]] == [inbound["id"]]  # a reaction is not a message of its own

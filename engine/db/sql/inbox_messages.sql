@@ -75,3 +75,9 @@ SELECT md.id, md.mime_type, md.storage_key, md.state, md.last_error, m.conversat
        coalesce(m.payload->m.type->>'filename', m.payload->>'filename') AS filename
 FROM media md JOIN messages m ON m.tenant_id = md.tenant_id AND m.id = md.message_id
 WHERE md.tenant_id = $1 AND md.id = $2;
+
+-- name: pause_ai
+-- a person answered: the assistant steps back in this conversation (schema 0011's ai_state)
+UPDATE conversations SET ai_state = 'paused', updated_at = now()
+WHERE tenant_id = $1 AND id = $2 AND ai_state <> 'paused'
+RETURNING id;
