@@ -22,6 +22,40 @@ function ConnectionIndicator() {
     </span>`;
 }
 
+function UserMenu({ user, presence, onPresence }) {
+  const [open, setOpen] = useState(false);
+  const box = useRef(null);
+  useEffect(() => {
+    if (!open) return;
+    const away = (e) => !box.current?.contains(e.target) && setOpen(false);
+    document.addEventListener("mousedown", away);
+    return () => document.removeEventListener("mousedown", away);
+  }, [open]);
+  return html`
+    <span class="menu-anchor me" ref=${box} onKeyDown=${(e) => e.key === "Escape" && open && (e.stopPropagation(), setOpen(false))}>
+      <button type="button" class="me-button" id="user-menu-toggle" aria-expanded=${open} aria-haspopup="true"
+              title=${t("user.menu")} onClick=${() => setOpen(!open)}>
+        <span class=${`avatar small presence-${presence}`} aria-hidden="true">${initials(user.name)}</span>
+        <span class="me-name">${user.name}</span>
+        <span class="visually-hidden">${t("user.menu")}</span>
+      </button>
+      ${open ? html`
+        <div class="menu user-menu" role="group" aria-label=${t("user.menu")} data-popover-open>
+          <p class="menu-item user-identity"><strong>${user.name}</strong><span class="muted">${user.email}</span>
+            <span class="muted">${t(`role.${user.role}`)}</span></p>
+          <label class="field">
+            <span>${t("presence.label")}</span>
+            <select id="presence" value=${presence} onChange=${(e) => onPresence(e.target.value)}>
+              <option value="online">${t("presence.online")}</option>
+              <option value="away">${t("presence.away")}</option>
+            </select>
+          </label>
+          <div class="menu-language"><${LanguageSwitch} id="language-switch-menu" /></div>
+          <button type="button" class="button wide" id="logout" onClick=${() => { live.stop(); logout(); }}>${t("auth.logout")}</button>
+        </div>` : ""}
+    </span>`;
+}
+
 export function Inbox({ user }) {
   const [filters, setFilters] = useState({ status: "open", scope: "all", label_id: "", q: "" });
   const [selectedId, setSelectedId] = useState(null);
@@ -100,18 +134,7 @@ export function Inbox({ user }) {
           <button type="button" class="icon-button" aria-label=${t("help.open")} title=${t("help.open")}
                   onClick=${() => setHelp(true)}>?</button>
           <${LanguageSwitch} />
-          <div class="me">
-            <span class="avatar small" aria-hidden="true">${initials(user.name)}</span>
-            <span class="me-name">${user.name}</span>
-            <label>
-              <span class="visually-hidden">${t("presence.label")}</span>
-              <select id="presence" value=${presence} title=${t("presence.label")} onChange=${(e) => changePresence(e.target.value)}>
-                <option value="online">${t("presence.online")}</option>
-                <option value="away">${t("presence.away")}</option>
-              </select>
-            </label>
-            <button type="button" class="button ghost" onClick=${() => { live.stop(); logout(); }}>${t("auth.logout")}</button>
-          </div>
+          <${UserMenu} user=${user} presence=${presence} onPresence=${changePresence} />
         </div>
       </header>
       <nav class="sidebar" aria-label=${t("list.navigation")}>

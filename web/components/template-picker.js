@@ -38,7 +38,7 @@ export function TemplatePicker({ conversation, onSent }) {
   }, [chosen, params]);
 
   function choose(id) {
-    const template = templates.find((x) => x.id === id) || null;
+    const template = templates.find((x) => String(x.id) === id) || null;
     setChosen(template);
     setParams(Array.from({ length: template?.params || 0 }, () => ""));
     setError(null);
@@ -69,10 +69,10 @@ export function TemplatePicker({ conversation, onSent }) {
       </div>
       <label class="field">
         <span>${t("template.choose")}</span>
-        <select id="template-select" value=${chosen?.id || ""} onChange=${(e) => choose(e.target.value)}
+        <select id="template-select" value=${chosen ? String(chosen.id) : ""} onChange=${(e) => choose(e.target.value)}
                 disabled=${!templates}>
           <option value="">${templates === null ? t("app.loading") : templates.length ? t("template.none") : t("template.empty")}</option>
-          ${(templates || []).map((x) => html`<option value=${x.id}>${x.name} · ${x.language}</option>`)}
+          ${(templates || []).map((x) => html`<option value=${String(x.id)}>${x.name} · ${x.language}</option>`)}
         </select>
       </label>
       ${chosen ? html`

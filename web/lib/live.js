@@ -18,8 +18,15 @@ export class Live {
     this.connectedOnce = false;
     this.listeners = new Map(); // type → Set, "*" for every event
     this.stateListeners = new Set();
-    this.onOnline = () => this.stopped || this.reconnectNow();
-    window.addEventListener("online", this.onOnline);
+    // the browser knows first when the network is gone: drop the socket (it would linger half-open)
+    // and wait for the network instead of retrying into the void
+    window.addEventListener("online", () => this.stopped || this.reconnectNow());
+    window.addEventListener("offline", () => {
+      if (this.stopped) return;
+      clearTimeout(this.timer);
+      if (this.socket) this.socket.close(4000);
+      this.setState("offline");
+    });
   }
 
   on(type, listener) {
@@ -109,7 +116,11 @@ export class Live {
 
   scheduleReconnect(delay) {
     if (this.stopped) return;
-    this.setState(navigator.onLine === false ? "offline" : "reconnecting");
+    if (navigator.onLine === false) {
+      this.setState("offline"); // the "online" event reconnects
+      return;
+    }
+    this.setState("reconnecting");
     const backoff = Math.min(MAX_BACKOFF_MS, 500 * 2 ** this.attempt);
     this.attempt += 1;
     this.timer = setTimeout(() => this.open(), delay ?? backoff * (0.75 + Math.random() / 2));
