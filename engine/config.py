@@ -6,15 +6,39 @@ and passed in from there; nothing below the edges reads the environment.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
+from decimal import Decimal
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from engine.ai.prices import ModelPrice
 from engine.errors import ConfigError
 
 Port = int
+
+# "provider:model" for an AI tier.
+_AI_MODEL = r"^(anthropic|openai):\S+$"
+
+
+def _price(input: str, output: str, cache_write: str, cache_read: str) -> ModelPrice:
+    return ModelPrice(input=Decimal(input), output=Decimal(output), cache_write=Decimal(cache_write),
+                      cache_read=Decimal(cache_read))
+
+
+# USD per million tokens (input, output, 5-minute cache write, cache read), as the providers'
+# pricing pages list them; PARLO_AI_PRICES overrides or adds entries (JSON), e.g.
+# {"my-model": {"input": 0.2, "output": 0.8, "cache_write": 0.2, "cache_read": 0.02}}.
+DEFAULT_AI_PRICES: dict[str, ModelPrice] = {
+    "claude-haiku-4-5": _price("1", "5", "1.25", "0.10"),
+    "claude-sonnet-4-6": _price("3", "15", "3.75", "0.30"),
+    "claude-opus-4-7": _price("5", "25", "6.25", "0.50"),
+    "gpt-5.4-mini": _price("0.75", "4.50", "0.75", "0.075"),
+    "gpt-5.4": _price("2.50", "15", "2.50", "0.25"),
+}
 
 
 class Settings(BaseSettings):
@@ -93,6 +117,52 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_json: bool = True
 
+    # AI providers. With no key configured the assistant is the offline responder and nothing
+    # leaves the machine. A base URL points an official SDK elsewhere: a proxy, a test double, or
+    # for OpenAI any compatible server (vLLM, llama.cpp, Ollama at http://localhost:11434/v1).
+    ai_anthropic_api_key: SecretStr | None = None
+    ai_anthropic_base_url: str = "https://api.anthropic.com"
+    ai_openai_api_key: SecretStr | None = None
+    ai_openai_base_url: str = "https://api.openai.com/v1"
+    ai_voyage_api_key: SecretStr | None = None
+    ai_voyage_base_url: str = "https://api.voyageai.com/v1"
+    # Models per tier, "provider:model". The router decides when the local classifier is unsure;
+    # the answer model writes replies; the fallback takes over when the answer model fails before
+    # its first token (429, 529 overloaded, 5xx, timeouts). Unset fallback: no second try.
+    ai_router_model: str = Field(default="anthropic:claude-haiku-4-5", pattern=_AI_MODEL)
+    ai_answer_model: str = Field(default="anthropic:claude-sonnet-4-6", pattern=_AI_MODEL)
+    ai_fallback_model: str | None = Field(default="openai:gpt-5.4-mini", pattern=_AI_MODEL)
+    # Embeddings for the knowledge base: the bundled offline model unless another is chosen.
+    ai_embedder: Literal["offline", "voyage", "openai"] = "offline"
+    ai_reranker: Literal["none", "voyage"] = "none"
+    ai_voyage_embedding_model: str = "voyage-3.5"
+    ai_voyage_embedding_dim: int = Field(default=1024, ge=1, le=8192)
+    ai_voyage_rerank_model: str = "rerank-2.5"
+    ai_openai_embedding_model: str = "text-embedding-3-small"
+    ai_openai_embedding_dim: int = Field(default=1536, ge=1, le=8192)
+    # Clocks: connecting; the longest silence inside an HTTP response; no text yet since the
+    # request (the chain moves to the next provider); silence once text flows (the answer ends
+    # with an error rather than hang); the pause between two attempts.
+    ai_connect_timeout_s: float = Field(default=5.0, gt=0, le=120)
+    ai_request_timeout_s: float = Field(default=60.0, gt=0, le=600)
+    ai_first_token_timeout_s: float = Field(default=20.0, gt=0, le=600)
+    ai_idle_timeout_s: float = Field(default=30.0, gt=0, le=600)
+    ai_fallback_backoff_s: float = Field(default=0.0, ge=0, le=30)
+    ai_embedding_timeout_s: float = Field(default=30.0, gt=0, le=600)
+    # Per-MTok prices by model name (see DEFAULT_AI_PRICES); a dated name such as
+    # claude-haiku-4-5-20251001 takes its base name's price.
+    ai_prices: dict[str, ModelPrice] = Field(default_factory=lambda: dict(DEFAULT_AI_PRICES))
+
+    @field_validator("ai_fallback_model", mode="before")
+    @classmethod
+    def _no_fallback(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and value.strip().lower() in ("", "none") else value
+
+    @field_validator("ai_prices", mode="before")
+    @classmethod
+    def _prices_over_defaults(cls, value: Any) -> Any:
+        return {**DEFAULT_AI_PRICES, **value} if isinstance(value, Mapping) else value
+
     @field_validator("home")
     @classmethod
     def _absolute_home(cls, value: Path) -> Path:
@@ -157,6 +227,8 @@ class Settings(BaseSettings):
                 continue
             if isinstance(value, SecretStr):
                 value = value.get_secret_value()
+            elif isinstance(value, dict | list):  # complex fields travel as JSON, as pydantic-settings reads them
+                value = json.dumps(value, default=str)
             out[f"PARLO_{name.upper()}"] = str(value)
         return out
 

@@ -1,0 +1,77 @@
+"""Providers built from settings: the one place that reads the ``ai_*`` keys, URLs and tiers."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from engine.ai.providers.anthropic import AnthropicChat
+from engine.ai.providers.base import ChatProvider, EmbeddingProvider, Reranker
+from engine.ai.providers.chain import FallbackChain
+from engine.ai.providers.embeddings import OpenAIEmbeddings, VoyageEmbeddings, VoyageReranker
+from engine.ai.providers.openai_chat import OpenAIChat
+from engine.config import Settings
+
+Tier = Literal["router", "answer"]
+
+
+def _tier(value: str) -> tuple[str, str]:
+    provider, _, model = value.partition(":")
+    return provider, model
+
+
+def chat_provider(settings: Settings, provider: str) -> ChatProvider | None:
+    """The named provider, or None when it has no key (OpenAI-compatible servers on a non-OpenAI
+    base URL need none)."""
+    timeouts = {"timeout_s": settings.ai_request_timeout_s, "connect_timeout_s": settings.ai_connect_timeout_s}
+    if provider == "anthropic":
+        if settings.ai_anthropic_api_key is None:
+            return None
+        return AnthropicChat(api_key=settings.ai_anthropic_api_key.get_secret_value(),
+                             base_url=settings.ai_anthropic_base_url, **timeouts)
+    if provider == "openai":
+        key = settings.ai_openai_api_key
+        if key is None and settings.ai_openai_base_url.startswith("https://api.openai.com"):
+            return None
+        return OpenAIChat(api_key=key.get_secret_value() if key else None, base_url=settings.ai_openai_base_url, **timeouts)
+    raise ValueError(f"unknown chat provider {provider!r}")
+
+
+def chat_chain(settings: Settings, tier: Tier = "answer") -> FallbackChain | None:
+    """The tier's model, then the fallback model; None when no provider of either is configured."""
+    wanted = [settings.ai_router_model if tier == "router" else settings.ai_answer_model]
+    if settings.ai_fallback_model and settings.ai_fallback_model not in wanted:
+        wanted.append(settings.ai_fallback_model)
+    built: dict[str, ChatProvider | None] = {}
+    pairs: list[tuple[ChatProvider, str]] = []
+    for entry in wanted:
+        name, model = _tier(entry)
+        if name not in built:
+            built[name] = chat_provider(settings, name)
+        provider = built[name]
+        if provider is not None:
+            pairs.append((provider, model))
+    if not pairs:
+        return None
+    return FallbackChain(pairs, first_token_timeout_s=settings.ai_first_token_timeout_s,
+                         idle_timeout_s=settings.ai_idle_timeout_s, backoff_s=settings.ai_fallback_backoff_s)
+
+
+def embedding_provider(settings: Settings) -> EmbeddingProvider | None:
+    """The configured network embedder; None for the offline default (built by the knowledge side)."""
+    if settings.ai_embedder == "voyage" and settings.ai_voyage_api_key is not None:
+        return VoyageEmbeddings(api_key=settings.ai_voyage_api_key.get_secret_value(), model=settings.ai_voyage_embedding_model,
+                                dim=settings.ai_voyage_embedding_dim, base_url=settings.ai_voyage_base_url,
+                                timeout_s=settings.ai_embedding_timeout_s)
+    if settings.ai_embedder == "openai":
+        key = settings.ai_openai_api_key
+        return OpenAIEmbeddings(api_key=key.get_secret_value() if key else None, model=settings.ai_openai_embedding_model,
+                                dim=settings.ai_openai_embedding_dim, base_url=settings.ai_openai_base_url,
+                                timeout_s=settings.ai_embedding_timeout_s)
+    return None
+
+
+def reranker(settings: Settings) -> Reranker | None:
+    if settings.ai_reranker == "voyage" and settings.ai_voyage_api_key is not None:
+        return VoyageReranker(api_key=settings.ai_voyage_api_key.get_secret_value(), model=settings.ai_voyage_rerank_model,
+                              base_url=settings.ai_voyage_base_url, timeout_s=settings.ai_embedding_timeout_s)
+    return None
