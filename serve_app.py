@@ -18,6 +18,7 @@ import orjson
 import ray
 import redis.asyncio as aioredis
 from fastapi import FastAPI, Request, Response
+from fastapi import WebSocket
 from pydantic import BaseModel, Field
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
@@ -28,6 +29,7 @@ from actors.conversation_shard import ensure_shards
 from actors.outbox_dispatcher import ensure_dispatcher
 from actors.settings import public_settings, secret_runtime_env
 from engine import events
+from engine import live
 from engine.config import Settings, load_settings
 from engine.crypto import secret_box
 from engine.db.pool import create_pool, pool_stats
@@ -256,7 +258,7 @@ async def _unreachable(request: Request, exc: OSError) -> JSONResponse:
                         status_code=503, headers={"Retry-After": "2"})
 
 
-@serve.deployment(name="Gateway", ray_actor_options={"num_cpus": 0}, max_ongoing_requests=256,
+@serve.deployment(name="Gateway", ray_actor_options={"num_cpus": 0}, max_ongoing_requests=1024,
                   health_check_period_s=10, graceful_shutdown_timeout_s=20,
                   # one line per request in Ray's files costs more than the webhook itself; our
                   # metrics count every request instead
@@ -927,6 +929,33 @@ class Gateway:
     del _team_body_doc
 
     # --- live events: /ws (engine/live.py) -------------------------------------------------------
+
+    def _live_hub(self) -> live.LiveHub:
+        """This replica's hub, created with its first socket; its read loop stops by itself after
+        the last socket closes and starts again with the next one. (Each open socket is an ongoing
+        request: max_ongoing_requests above is sized for them.)"""
+        hub: live.LiveHub | None = getattr(self, "_live", None)
+        if hub is None:
+            limits = live.LiveLimits()
+            # the blocking XREAD gets its own client: the shared one times out after health_timeout_s
+            blocking = aioredis.from_url(self.urls.redis, socket_timeout=limits.block_ms / 1000 + 10,
+                                         socket_connect_timeout=self.settings.health_timeout_s)
+            hub = self._live = live.LiveHub(self.redis, blocking, live.postgres_scopes(self.pool), limits=limits)
+            self._live_typing = live.TypingThrottle(limits.typing_interval_s)
+        return hub
+
+    @api.websocket("/ws")
+    async def live_events(self, websocket: WebSocket) -> None:
+        """Live events of the caller's tenant (contract: "Live events"); ?token=<access token>&last_id=."""
+        await websocket.accept()  # before any check: a refusal is a close code (4401), not an HTTP 403
+        hub = self._live_hub()
+        outcome = await live.serve_socket(
+            hub, self.pool, self._keys, token=websocket.query_params.get("token"),
+            last_id=websocket.query_params.get("last_id"), receive=websocket.receive, send_text=websocket.send_text,
+            typing=self._live_typing, maxlen=self.settings.events_stream_maxlen)
+        if outcome is not None:
+            with contextlib.suppress(RuntimeError):  # the client may have gone meanwhile
+                await websocket.close(outcome.code, outcome.reason)
 
     @api.get("/", include_in_schema=False)
     async def index(self) -> FileResponse:
