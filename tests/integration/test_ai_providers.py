@@ -411,3 +411,29 @@ async def test_embedding_dimension_mismatch_is_a_readable_error(sim: AISimulator
     finally:
         await embedder.aclose()
     assert "expected 384-dimensional vectors, got 64" in str(info.value) and not info.value.retryable
+
+
+# -- the simulator's non-streaming answers, read by the official SDKs --------------------------------
+
+
+async def test_simulator_json_answers_parse_with_the_official_sdks(sim: AISimulator) -> None:
+    import anthropic
+    import openai
+
+    sim.script(Reply("Risposta intera.", thinking="SECRET"), Reply("Full answer.", thinking="SECRET"))
+    claude_sdk = anthropic.AsyncAnthropic(api_key=ANTHROPIC_KEY, base_url=sim.anthropic_base_url, max_retries=0)
+    openai_sdk = openai.AsyncOpenAI(api_key=OPENAI_KEY, base_url=sim.openai_base_url, max_retries=0)
+    try:
+        message = await claude_sdk.messages.create(model="claude-haiku-4-5", max_tokens=64,
+                                                   system=[{"type": "text", "text": LONG_FACTS, "cache_control": {"type": "ephemeral"}}],
+                                                   messages=[{"role": "user", "content": "ciao"}])
+        completion = await openai_sdk.chat.completions.create(model="gpt-5.4-mini", messages=[{"role": "user", "content": "hi"}])
+    finally:
+        await claude_sdk.close()
+        await openai_sdk.close()
+    assert [b.type for b in message.content] == ["thinking", "text"]
+    assert message.content[1].text == "Risposta intera." and message.stop_reason == "end_turn"  # type: ignore[union-attr]
+    assert message.usage.cache_creation_input_tokens == tokens(LONG_FACTS)
+    assert completion.choices[0].message.content == "Full answer." and completion.choices[0].finish_reason == "stop"
+    assert completion.usage is not None and completion.usage.completion_tokens_details is not None
+    assert completion.usage.completion_tokens_details.reasoning_tokens == 1
