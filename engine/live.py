@@ -741,11 +741,14 @@ class LiveSession:
         self._heard_at = time.monotonic()
         self.presence = Presence(hub.redis, principal, hub.limits.presence_ttl_s, maxlen)
 
-    async def _send(self, text: str) -> None:
+    async def _send(self, *texts: str) -> None:
+        # one lock and one timeout per batch: a task per frame (wait_for) cost more than the send
         async with self._send_lock:
             try:
-                await asyncio.wait_for(self._send_text(text), self.hub.limits.send_timeout_s)
-            except asyncio.TimeoutError:
+                async with asyncio.timeout(self.hub.limits.send_timeout_s):
+                    for text in texts:
+                        await self._send_text(text)
+            except TimeoutError:
                 raise Close(CloseCode.SLOW_CONSUMER, "too slow to receive: reconnect with last_id") from None
 
     async def run(self, last_id: str | None) -> Close | None:
@@ -799,8 +802,7 @@ class LiveSession:
                 batch = await subscriber.next_batch()
             except SlowConsumer:
                 raise Close(CloseCode.SLOW_CONSUMER, "too slow to receive: reconnect with last_id") from None
-            for event in batch:
-                await self._send(event.frame)
+            await self._send(*(event.frame for event in batch))
 
     async def _listen(self, subscriber: Subscriber) -> None:
         limits = self.hub.limits
