@@ -8,6 +8,9 @@ pytest's tmp_path).
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
+import re
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable
@@ -422,8 +425,9 @@ async def test_notes_with_mentions_canned_replies_and_quoted_replies(gateway: Ga
 
 async def test_keyboard_shortcuts_and_phone_layout(gateway: Gateway, browser: Browser, output: Path) -> None:
     kit = await gateway.tenant()
+    numbers = {"Uno Primo": new_wa_id(), "Due Secondo": new_wa_id()}
     for age_s, name in ((120, "Uno Primo"), (0, "Due Secondo")):
-        await inbound(kit, new_wa_id(), f"Messaggio di {name}", name, timestamp=time.time() - age_s)
+        await inbound(kit, numbers[name], f"Messaggio di {name}", name, timestamp=time.time() - age_s)
     desktop = await open_inbox(browser, gateway)
     try:
         await desktop.login(kit)
@@ -443,6 +447,12 @@ async def test_keyboard_shortcuts_and_phone_layout(gateway: Gateway, browser: Br
         await expect(page.locator("#shortcut-help")).to_be_visible()
         await page.keyboard.press("Escape")
         await expect(page.locator("#shortcut-help")).to_have_count(0)
+        # live reordering: a new message moves its conversation to the top
+        names = page.locator(".conversation .conversation-name")
+        await expect(names).to_have_text(["Due Secondo", "Uno Primo"])
+        await inbound(kit, numbers["Uno Primo"], "Ci sono novità?", "Uno Primo")
+        await expect(names).to_have_text(["Uno Primo", "Due Secondo"], timeout=10_000)
+        await desktop.screenshot(output, "desktop.png")
         desktop.assert_clean()
     finally:
         await desktop.context.close()
@@ -466,3 +476,144 @@ async def test_keyboard_shortcuts_and_phone_layout(gateway: Gateway, browser: Br
     finally:
         await phone.context.close()
 
+
+
+def tiny_png(width: int = 24, height: int = 16, rgb: tuple[int, int, int] = (31, 111, 92)) -> bytes:
+    """A real PNG, made without an imaging library."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    rows = b"".join(b"\x00" + bytes(rgb) * width for _ in range(height))
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+
+
+async def test_media_previews_uploads_and_reactions(gateway: Gateway, tab: InboxPage, output: Path) -> None:
+    kit = await gateway.tenant()
+    wa_id = new_wa_id()
+    await inbound(kit, wa_id, "Vi mando una foto del pacco", "Carla Rosa")
+    await tab.login(kit)
+    await tab.open("Carla Rosa")
+    page = tab.page
+
+    # an inbound photo: fetched with the bearer token and shown from a blob: URL
+    photo = tiny_png()
+    media_id = gateway.simulator.add_media(photo, "image/png", phone_number_id=kit.phone_number_id)
+    sha256 = base64.b64encode(hashlib.sha256(photo).digest()).decode()  # as Meta announces it
+    payload = payloads.inbound(payloads.image_message(wa_id, media_id, mime_type="image/png", caption="Il pacco",
+                                                      sha256=sha256),
+                               waba_id=kit.waba_id, phone_number_id=kit.phone_number_id,
+                               display_phone_number=kit.display_phone, profile_name="Carla Rosa")
+    assert (await asyncio.to_thread(kit.post_webhook, payload)).status_code == 200
+    image = page.locator("#timeline img.media-image")
+    await expect(image).to_have_count(1, timeout=15_000)
+    await expect(image).to_have_attribute("src", re.compile(r"^blob:"), timeout=15_000)
+    assert await image.evaluate("img => img.complete && img.naturalWidth") == 24
+
+    # an attachment from the composer goes to Meta (upload, then send)
+    await page.locator("#attach-input").set_input_files(
+        files=[{"name": "etichetta.png", "mimeType": "image/png", "buffer": tiny_png(40, 40, (200, 80, 40))}])
+    sends = await eventually(lambda: [s for s in gateway.simulator.sends_to(wa_id) if s.type == "image"],
+                             what="the uploaded image to reach the simulator")
+    assert sends[-1].payload["image"].get("id") or sends[-1].payload["image"].get("link")
+    await expect(page.locator("#timeline .message.outbound img.media-image")).to_have_count(1, timeout=10_000)
+
+    # a reaction to the customer's text
+    customer = tab.message("foto del pacco")
+    await customer.hover()
+    await customer.get_by_role("button", name=IT["message.react"]).click()
+    await customer.locator(".reaction-picker button", has_text="👍").click()
+    reactions = await eventually(lambda: [s for s in gateway.simulator.sends_to(wa_id) if s.type == "reaction"],
+                                 what="the reaction to reach the simulator")
+    assert reactions[-1].payload["reaction"]["emoji"] == "👍"
+    await expect(customer.locator(".reactions li.own")).to_have_text("👍", timeout=10_000)
+    await tab.screenshot(output)
+    tab.assert_clean(allow=("status of 409",))  # the photo was still being downloaded from Meta: retried
+
+
+async def test_assign_label_and_resolve(gateway: Gateway, tab: InboxPage, output: Path) -> None:
+    kit = await gateway.tenant()
+    await inbound(kit, new_wa_id(), "Serve una fattura", "Dario Grigi")
+    async with kit.http("admin") as http:
+        answer = await http.post("/api/labels", json={"name": "Fatture", "color": "#d92d20"})
+        assert answer.status_code == 201, answer.text
+    await tab.login(kit)
+    await tab.open("Dario Grigi")
+    page = tab.page
+    agent = kit.members["agent"]
+
+    await page.locator("#assign-select").select_option(str(agent.id))
+    row = tab.conversation("Dario Grigi")
+    await expect(row.locator(".conversation-meta")).to_contain_text(agent.name)
+    await page.get_by_role("button", name=IT["labels.button"]).click()
+    await page.locator(".menu-item", has_text="Fatture").locator("input").check()
+    await expect(page.locator(".thread-labels")).to_contain_text("Fatture")
+    await page.keyboard.press("Escape")
+    await expect(row.locator(".conversation-meta")).to_contain_text("Fatture")
+    await tab.screenshot(output, "assigned.png")
+
+    await page.locator("#resolve-button").click()
+    await expect(page.locator(".thread")).to_have_attribute("data-status", "resolved")
+    await expect(row).to_have_count(0)  # the list shows open conversations
+    await page.locator("#filter-status").select_option("resolved")
+    await expect(tab.conversation("Dario Grigi")).to_be_visible()
+    async with kit.http("agent") as http:  # the assignee sees it as theirs
+        mine = await http.get("/api/conversations", params={"scope": "mine", "status": "resolved"})
+        assert [c["contact"]["name"] for c in mine.json()["items"]] == ["Dario Grigi"], mine.text
+    await tab.screenshot(output)
+    tab.assert_clean()
+
+
+async def test_mentions_notify_live_and_the_team_chats(gateway: Gateway, browser: Browser, tab: InboxPage,
+                                                       output: Path) -> None:
+    kit = await gateway.tenant()
+    wa_id = new_wa_id()
+    await inbound(kit, wa_id, "Il reso è arrivato?", "Franco Ocra")
+    agent = kit.members["agent"]
+    conversation_id = await kit.conversation_of(wa_id)
+    async with kit.http("supervisor") as http:
+        answer = await http.post(f"/api/conversations/{conversation_id}/assign", json={"assignee_id": str(agent.id)})
+        assert answer.status_code == 200, answer.text
+    colleague = await open_inbox(browser, gateway)
+    try:
+        await tab.login(kit)  # the supervisor
+        await colleague.login(kit, role="agent")
+        bell = colleague.page.locator("#notifications-toggle")
+        await expect(bell.locator(".badge")).to_have_text("1")  # the assignment
+
+        # the supervisor's note mentions the agent: the agent's bell rings without a reload
+        await tab.open("Franco Ocra")
+        page = tab.page
+        await page.locator("#tab-note").click()
+        await page.locator("#composer-input").fill(f"@{agent.email.split('@')[0]} puoi controllare il reso?")
+        await page.locator("#send-button").click()
+        await expect(bell.locator(".badge")).to_have_text("2", timeout=10_000)
+        await expect(bell).to_have_attribute("aria-label", IT["notification.bellUnread.other"].replace("{n}", "2"))
+        await bell.click()
+        await colleague.page.locator(".notification.unread").first.click()
+        await expect(colleague.page.locator("#thread-title")).to_have_text("Franco Ocra")
+        await expect(colleague.page.locator("#timeline .note")).to_contain_text("puoi controllare il reso?")
+
+        # team chat: a direct message, live on the other side
+        await page.locator("#team-chat-toggle").click()
+        await page.locator("#team-chat select").select_option(str(agent.id))
+        await page.locator("#chat-input").fill("Ciao, ti ho scritto nella nota")
+        await page.locator("#chat-input").press("Enter")
+        await expect(page.locator("#team-chat .chat-line")).to_have_count(1)
+        await colleague.page.locator("#team-chat-toggle").click()
+        channel = colleague.page.locator("#team-chat .channel").first
+        await expect(channel).to_be_visible(timeout=10_000)
+        await channel.click()
+        await expect(colleague.page.locator("#team-chat .chat-line")).to_contain_text("ti ho scritto nella nota")
+        await page.locator("#chat-input").fill("Grazie!")
+        await page.locator("#chat-input").press("Enter")
+        await expect(colleague.page.locator("#team-chat .chat-line", has_text="Grazie!")).to_be_visible(timeout=10_000)
+        await colleague.screenshot(output, "agent.png")
+        await tab.screenshot(output)
+        tab.assert_clean()
+        colleague.assert_clean()
+    finally:
+        await colleague.context.close()

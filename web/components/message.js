@@ -32,16 +32,24 @@ function useBlobUrl(path, enabled) {
     if (!enabled || !path) return;
     let url = null;
     let alive = true;
-    api.blob(path).then(
+    let timer = null;
+    // an inbound file is downloaded from Meta after the message is stored: wait for it a little
+    const attempt = (n) => api.blob(path).then(
       (blob) => {
         url = URL.createObjectURL(blob);
         if (alive) setState({ url, failed: false });
         else URL.revokeObjectURL(url);
       },
-      () => alive && setState({ url: null, failed: true }),
+      (error) => {
+        if (!alive) return;
+        if (n < 6 && [404, 409, 425, 503].includes(error.status)) timer = setTimeout(() => attempt(n + 1), 500 * 2 ** n);
+        else setState({ url: null, failed: true });
+      },
     );
+    attempt(0);
     return () => {
       alive = false;
+      clearTimeout(timer);
       if (url) URL.revokeObjectURL(url);
     };
   }, [path, enabled]);
@@ -143,19 +151,23 @@ export function Message({ message, onReply, onReact, onJump, reacting, setReacti
 }
 
 /** Mentions stand out; every piece stays a text node (never HTML). */
-export function NoteText({ text, mentions }) {
-  const names = new Set((mentions || []).flatMap((m) => [m.name?.toLowerCase(), m.email?.split("@")[0]?.toLowerCase()]).filter(Boolean));
+export function NoteText({ text, mentions, users = [] }) {
+  const known = new Set();
+  for (const m of mentions || []) {
+    const user = users.find((u) => u.id === m.id);
+    for (const token of [m.name, user?.name, user?.email?.split("@")[0]]) if (token) known.add(token.toLowerCase());
+  }
   const parts = text.split(/(@[\p{L}\p{N}._+-]+)/u);
   return html`<p class="text">${parts.map((part, i) =>
-    i % 2 === 1 ? html`<mark class=${names.size && !names.has(part.slice(1).toLowerCase()) ? "mention unknown" : "mention"}>${part}</mark>` : part)}</p>`;
+    i % 2 === 1 ? html`<mark class=${known.has(part.slice(1).toLowerCase()) ? "mention" : "mention unknown"}>${part}</mark>` : part)}</p>`;
 }
 
-export function Note({ note }) {
+export function Note({ note, users }) {
   return html`
     <article class="note" id=${`note-${note.id}`} aria-label=${t("note.label")}>
       <div class="bubble">
         <span class="note-tag">${t("note.tag")}</span>
-        <${NoteText} text=${note.text} mentions=${note.mentions} />
+        <${NoteText} text=${note.text} mentions=${note.mentions} users=${users} />
         <footer class="message-meta">
           <span class="author">${note.author?.name}</span>
           <time datetime=${note.created_at} title=${fullTime(note.created_at)}>${shortTime(note.created_at)}</time>

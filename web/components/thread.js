@@ -328,7 +328,7 @@ export function Thread({ id, initial, me, users, labels, onChanged, onBack, cont
           const separator = day !== lastDay ? html`<div class="day" role="separator"><span>${dayLabel(entry.at)}</span></div>` : "";
           lastDay = day;
           return html`${separator}${entry.kind === "note"
-            ? html`<${Note} key=${`n${entry.item.id}`} note=${entry.item} />`
+            ? html`<${Note} key=${`n${entry.item.id}`} note=${entry.item} users=${users} />`
             : html`<${Message} key=${`m${entry.item.id}`} message=${entry.item} onReply=${setReplyTo} onReact=${react}
                      onJump=${jump} reacting=${reacting === entry.item.id} setReacting=${setReacting} />`}`;
         })}
