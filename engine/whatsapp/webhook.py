@@ -59,14 +59,27 @@ class RouteCache:
         self._loaded_at = float("-inf")
         self._lock = asyncio.Lock()
 
-    async def get(self, *, refresh: bool = False) -> dict[str, ChannelRoute]:
+    async def get(self, *, refresh: bool = False, wait: bool = False) -> dict[str, ChannelRoute]:
+        """The routes; ``refresh`` re-reads them unless that happened in the last second, and
+        ``wait`` reloads anyway unless a load began after this call did, so a channel committed
+        before the request is always seen. (Only signed deliveries for a number we do not know
+        come here, so the cost of a reload each is bounded by what Meta sends.)"""
         now = time.monotonic()
         stale = now - self._loaded_at > self._ttl_s
+        if refresh and wait and now - self._loaded_at <= 1.0:
+            requested = now
+            async with self._lock:
+                if self._loaded_at < requested:
+                    began = time.monotonic()  # what the load can see is as of its start
+                    self._routes = await channels.routes(self._pool, self._box)
+                    self._loaded_at = began
+            return self._routes
         if stale or (refresh and now - self._loaded_at > 1.0):
             async with self._lock:
                 if time.monotonic() - self._loaded_at > (1.0 if refresh else self._ttl_s):
+                    began = time.monotonic()  # what the load can see is as of its start
                     self._routes = await channels.routes(self._pool, self._box)
-                    self._loaded_at = time.monotonic()
+                    self._loaded_at = began
         return self._routes
 
 
@@ -151,6 +164,13 @@ class WebhookReceiver:
             batch = parse_webhook(payload)
         except InvalidWebhook as exc:
             return await self._refuse(body, str(exc))
+        if not batch.phone_number_ids <= routes.keys():
+            # one Meta app (one secret) may serve a number added a moment ago: read the channels
+            # again before treating its messages as addressed to nobody
+            try:
+                routes = await self.routes.get(refresh=True, wait=True)
+            except CONNECT_ERRORS as exc:
+                return WebhookOutcome(503, f"PostgreSQL is unavailable ({type(exc).__name__}); retry later")
         signed_routes = {pnid: r for pnid, r in routes.items() if r.app_secret == secret}
         try:
             async with self.pool.acquire() as conn:

@@ -955,3 +955,41 @@ async def test_value_level_errors_are_kept_and_logged(env: Env, caplog: pytest.L
     assert await env.db.fetchval("SELECT count(*) FROM webhook_receipts") == 1  # the raw JSON keeps the details
     [record] = [r for r in caplog.records if r.getMessage() == "Meta reported an error for a WhatsApp number"]
     assert record.code == 131000 and record.phone_number_id == "106540352242922"
+
+
+async def test_a_number_added_a_moment_ago_under_a_known_app_secret_is_not_dropped(db: asyncpg.Connection,
+                                                                                  database_url: str) -> None:
+    """One Meta app (one secret) serves many numbers: the first message to a number added after
+    the routes were read must be stored, not ignored as addressed to nobody."""
+    from cryptography.fernet import Fernet
+
+    from bench.simulator import payloads
+    from bench.simulator.webhooks import encode, sign
+    from engine.crypto import SecretBox
+    from engine.db.pool import create_pool
+    from engine.whatsapp import channels
+    from engine.whatsapp.webhook import WebhookReceiver
+
+    box = SecretBox(Fernet.generate_key().decode())
+    first = await tenants.create(db, "Primo")
+    await channels.add(db, box, first.id, phone_number_id="1110001", waba_id="2220001", app_secret="shared-app-secret",
+                       verify_token="v1", access_token="t1")
+    pool = await create_pool(database_url)
+    try:
+        receiver = WebhookReceiver(pool, box, max_bytes=3_000_000)
+
+        def delivery(pnid: str, wamid: str) -> bytes:
+            return encode(payloads.inbound(payloads.text_message("393331112222", "ciao", wamid=wamid),
+                                           waba_id="2220000", phone_number_id=pnid, display_phone_number="39000"))
+
+        body = delivery("1110001", "wamid.first")
+        assert (await receiver.receive(body, sign(body, "shared-app-secret"))).status == 200  # routes now read
+        second = await tenants.create(db, "Secondo")
+        await channels.add(db, box, second.id, phone_number_id="1110002", waba_id="2220002", app_secret="shared-app-secret",
+                           verify_token="v2", access_token="t2")
+        body = delivery("1110002", "wamid.second")
+        assert (await receiver.receive(body, sign(body, "shared-app-secret"))).status == 200
+        stored = await db.fetchval("SELECT tenant_id FROM messages WHERE wamid = 'wamid.second'")
+        assert stored == second.id
+    finally:
+        await pool.close()
