@@ -1,0 +1,274 @@
+"""The assistant's pipeline: one async generator from a customer's message to a sourced answer.
+
+    context → route (local classifier; a cheap model only when unsure) → handler → retrieval
+    → generation (a model, or the offline extractive responder) → ledger
+
+It yields progress events (``classifying``, ``searching``, ``found``, ``generating``), text deltas
+and one final event, and it is the same generator for an agent's draft (SSE to the inbox), for
+``parlo ask`` and for a ConversationShard's auto-reply. Closing it (``aclose()``: the cancel
+button, a disconnected browser, a newer customer message) closes the provider's stream at once;
+the run is still written to the ledger as ``cancelled`` with what it had spent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from engine.ai import responder
+from engine.ai.handlers import BASE_INSTRUCTIONS, LANGUAGE_NAMES, OFFLINE_REPLIES, ROUTER_PROMPT, SPECS
+from engine.ai.knowledge.embeddings import Embedder
+from engine.ai.knowledge.extract import drop_instructions
+from engine.ai.knowledge.indexes import Passage
+from engine.ai.language import detect
+from engine.ai.providers.base import (ChatMessage, ChatProvider, ChatRequest, ProviderError, SystemBlock, TextDelta,
+                                      Usage)
+from engine.ai.routing import Handler, LocalRouter
+
+Event = dict[str, Any]
+
+
+class Retriever(Protocol):
+    async def __call__(self, tenant_id: uuid.UUID, query: str, query_vector: np.ndarray | None,
+                       k: int) -> list[Passage]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class AskRequest:
+    tenant_id: uuid.UUID
+    text: str
+    conversation_id: uuid.UUID | None = None
+    history: Sequence[ChatMessage] = ()
+    business: str = "our business"
+    business_facts: str = ""
+    purpose: str = "ask"          # auto | draft | ask
+    failures: int = 0             # consecutive failed AI answers in this conversation
+    language: str | None = None   # None: detected from the text
+
+
+@dataclass(slots=True)
+class CallUsage:
+    call: str
+    provider: str
+    usage: Usage
+    cost_usd: float
+
+    def as_dict(self) -> dict[str, Any]:
+        u = self.usage
+        return {"call": self.call, "provider": self.provider, "model": u.model, "input_tokens": u.input_tokens,
+                "output_tokens": u.output_tokens, "cache_write_tokens": u.cache_write_tokens,
+                "cache_read_tokens": u.cache_read_tokens, "cost_usd": round(self.cost_usd, 6)}
+
+
+@dataclass(slots=True)
+class RunRecord:
+    """What the ledger keeps of one run."""
+
+    id: uuid.UUID
+    tenant_id: uuid.UUID
+    conversation_id: uuid.UUID | None
+    purpose: str
+    intent: str | None = None
+    handler: str | None = None
+    route_tier: str | None = None
+    status: str = "running"
+    error: str | None = None
+    language: str | None = None
+    first_token_ms: int | None = None
+    total_ms: int | None = None
+    calls: list[CallUsage] = field(default_factory=list)
+    citations: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def cost_usd(self) -> float:
+        return sum(c.cost_usd for c in self.calls)
+
+    def usage_summary(self) -> dict[str, Any]:
+        total = {k: sum(getattr(c.usage, k) for c in self.calls)
+                 for k in ("input_tokens", "output_tokens", "cache_write_tokens", "cache_read_tokens")}
+        return {**total, "cost_usd": round(self.cost_usd, 6), "calls": [c.as_dict() for c in self.calls]}
+
+
+Pricer = Callable[[str, Usage], float]  # (provider name, usage) → USD
+Ledger = Callable[[RunRecord], Awaitable[None]]
+_MARKER = re.compile(r"\s?\[(\d{1,2})\]")
+
+
+@dataclass
+class Assistant:
+    embedder: Embedder
+    retrieve: Retriever
+    router: LocalRouter | None = None
+    answer_provider: ChatProvider | None = None
+    answer_model: str = ""
+    route_provider: ChatProvider | None = None
+    route_model: str = ""
+    price: Pricer = lambda provider, usage: 0.0
+    ledger: Ledger | None = None
+    passages_k: int = 5
+    offline_policy: responder.OfflinePolicy = field(default_factory=responder.OfflinePolicy)
+
+    async def run(self, request: AskRequest) -> AsyncIterator[Event]:
+        started = time.perf_counter()
+        record = RunRecord(uuid.uuid4(), request.tenant_id, request.conversation_id, request.purpose)
+        try:
+            # aclosing: when the consumer closes this generator, the inner ones (and the provider's
+            # HTTP stream under them) are closed now, not whenever they are garbage-collected
+            async with contextlib.aclosing(self._run(request, record, started)) as events:
+                async for event in events:
+                    if event["type"] == "delta" and record.first_token_ms is None:
+                        record.first_token_ms = int((time.perf_counter() - started) * 1000)
+                    yield event
+        except (GeneratorExit, asyncio.CancelledError):
+            record.status = "cancelled"
+            raise
+        except ProviderError as exc:
+            record.status, record.error = "error", str(exc)
+            yield {"type": "error", "message": str(exc), "retryable": exc.retryable, "run_id": str(record.id)}
+        finally:
+            record.total_ms = int((time.perf_counter() - started) * 1000)
+            if self.ledger is not None:
+                # shielded: a cancelled run is still written with what it spent
+                await asyncio.shield(self._write(record))
+
+    async def _write(self, record: RunRecord) -> None:
+        assert self.ledger is not None
+        try:
+            await self.ledger(record)
+        except Exception:  # the ledger must never break an answer; it logs its own failure
+            import logging
+
+            logging.getLogger("parlo.ai").exception("ai run not recorded", extra={"run_id": str(record.id)})
+
+    async def _run(self, request: AskRequest, record: RunRecord, started: float) -> AsyncIterator[Event]:
+        text, _ = drop_instructions(request.text)  # a planted "ignore your instructions" is not a question
+        text = text.strip() or request.text.strip()
+        language = request.language or detect(text)
+        record.language = language
+        yield {"type": "progress", "stage": "classifying", "run_id": str(record.id)}
+        vector = await asyncio.to_thread(self.embedder.query, text)
+        handler, intent, tier = await self._route(text, vector, request, record)
+        record.handler, record.intent, record.route_tier = handler.value, intent, tier
+        spec = SPECS[handler]
+        passages: list[Passage] = []
+        if spec.retrieval:
+            yield {"type": "progress", "stage": "searching"}
+            passages = await self.retrieve(request.tenant_id, text, vector, self.passages_k)
+            yield {"type": "progress", "stage": "found", "count": len(passages),
+                   "sources": sorted({p.source for p in passages})}
+        yield {"type": "progress", "stage": "generating"}
+        if handler is Handler.KNOWLEDGE and self.answer_provider is None:
+            final_text, citations = await self._offline_answer(text, vector, passages, language, record)
+            async for event in self._stream_fixed(final_text):
+                yield event
+        elif handler is Handler.KNOWLEDGE or (self.answer_provider is not None and spec.max_tokens > 0):
+            final_text, citations = "", []
+            async with contextlib.aclosing(self._generate(request, text, language, handler, passages, record)) as gen:
+                async for event in gen:
+                    if event["type"] == "delta":
+                        final_text += event["text"]
+                    yield event
+            final_text, citations = _cite(final_text, passages)
+        else:
+            final_text, citations = OFFLINE_REPLIES[handler][language], []
+            async for event in self._stream_fixed(final_text):
+                yield event
+        record.citations = citations
+        if record.status == "running":
+            record.status = "ok"
+        yield {"type": "final", "text": final_text, "citations": citations, "intent": intent,
+               "handler": handler.value, "language": language, "route": tier, "run_id": str(record.id),
+               "handoff": handler is Handler.HANDOFF, "declined": record.status == "declined",
+               "translated": self.answer_provider is not None or language == "it",
+               "usage": record.usage_summary()}
+
+    async def _route(self, text: str, vector: np.ndarray, request: AskRequest,
+                     record: RunRecord) -> tuple[Handler, str, str]:
+        if request.failures >= 2:
+            return Handler.HANDOFF, "repeated_failure", "rule"
+        local = self.router.decide(vector) if self.router is not None else None
+        if local is not None and local.confident:
+            return local.handler, local.label, "local"
+        if self.route_provider is not None:
+            try:
+                label = await self._ask_router_model(text, record)
+                return Handler(label), label, "model"
+            except (ProviderError, ValueError):
+                pass  # the local guess (or knowledge) is a safe fallback
+        if local is not None:
+            return local.handler, local.label, "fallback"
+        return Handler.KNOWLEDGE, "knowledge", "fallback"
+
+    async def _ask_router_model(self, text: str, record: RunRecord) -> str:
+        assert self.route_provider is not None
+        request = ChatRequest([SystemBlock(ROUTER_PROMPT, cache=True)], [ChatMessage("user", text[:2000])],
+                              max_tokens=5, model=self.route_model, temperature=0.0)
+        answer = ""
+        async with contextlib.aclosing(self.route_provider.stream(request)) as stream:  # type: ignore[type-var]
+            async for event in stream:
+                if isinstance(event, TextDelta):
+                    answer += event.text
+                elif isinstance(event, Usage):
+                    record.calls.append(CallUsage("route", self.route_provider.name, event,
+                                                  self.price(self.route_provider.name, event)))
+        label = answer.strip().lower().split()[0].strip(".,:;\"'") if answer.strip() else ""
+        return Handler(label).value
+
+    async def _generate(self, request: AskRequest, text: str, language: str, handler: Handler,
+                        passages: Sequence[Passage], record: RunRecord) -> AsyncIterator[Event]:
+        assert self.answer_provider is not None
+        spec = SPECS[handler]
+        stable = BASE_INSTRUCTIONS.format(business=request.business, language_name=LANGUAGE_NAMES[language])
+        if request.business_facts:
+            stable += f"\n\nAbout {request.business}:\n{request.business_facts}"
+        system = [SystemBlock(stable + "\n\n" + spec.instructions, cache=True)]
+        if spec.retrieval:
+            documents = "\n\n".join(f"[{i}] {p.title} ({p.source})\n{p.text}" for i, p in enumerate(passages, 1))
+            system.append(SystemBlock(f"<documents>\n{documents or '(none found)'}\n</documents>"))
+        messages = [*request.history[-10:], ChatMessage("user", text)]
+        chat = ChatRequest(system, messages, max_tokens=spec.max_tokens, model=self.answer_model)
+        async with contextlib.aclosing(self.answer_provider.stream(chat)) as stream:  # type: ignore[type-var]
+            async for event in stream:
+                if isinstance(event, TextDelta):
+                    yield {"type": "delta", "text": event.text}
+                elif isinstance(event, Usage):
+                    record.calls.append(CallUsage("answer", self.answer_provider.name, event,
+                                                  self.price(self.answer_provider.name, event)))
+
+    async def _offline_answer(self, text: str, vector: np.ndarray, passages: Sequence[Passage], language: str,
+                              record: RunRecord) -> tuple[str, list[dict[str, Any]]]:
+        selection = await asyncio.to_thread(responder.select, text, vector, passages, self.embedder,
+                                            self.offline_policy)
+        reason = responder.should_decline(text, selection, passages, set(), language, self.offline_policy)
+        if reason is not None:
+            record.status = "declined"
+            record.error = reason
+            return responder.DECLINE[language], []
+        return responder.compose(selection, language), [_citation(p) for p in selection.passages]
+
+    async def _stream_fixed(self, text: str) -> AsyncIterator[Event]:
+        async for event in responder.stream_text(text):
+            if isinstance(event, TextDelta):
+                yield {"type": "delta", "text": event.text}
+
+
+def _citation(p: Passage) -> dict[str, Any]:
+    return {"source": p.source, "title": p.title, "url": p.url, "chunk_id": p.chunk_id}
+
+
+def _cite(text: str, passages: Sequence[Passage]) -> tuple[str, list[dict[str, Any]]]:
+    """The answer without its [n] markers, and the passages those markers named (in order)."""
+    cited: list[dict[str, Any]] = []
+    for match in _MARKER.finditer(text):
+        n = int(match.group(1))
+        if 1 <= n <= len(passages) and all(c["chunk_id"] != passages[n - 1].chunk_id for c in cited):
+            cited.append(_citation(passages[n - 1]))
+    return _MARKER.sub("", text).strip(), cited
