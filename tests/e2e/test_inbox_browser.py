@@ -333,9 +333,13 @@ async def test_a_killed_connection_resumes_without_loss(gateway: Gateway, tab: I
     kit = await gateway.tenant()
     wa_id = new_wa_id()
     await inbound(kit, wa_id, "Primo messaggio", "Anna Gialli")
+    sockets: list[str] = []
+    tab.page.on("websocket", lambda ws: sockets.append(ws.url))
     await tab.login(kit)
     await tab.open("Anna Gialli")
     page = tab.page
+    await inbound(kit, wa_id, "Secondo messaggio", "Anna Gialli")  # an event, so there is a last id to resume from
+    await expect(tab.message("Secondo messaggio")).to_be_visible(timeout=10_000)
 
     await tab.context.set_offline(True)
     await expect(page.locator("#connection")).not_to_have_attribute("data-state", "live", timeout=10_000)
@@ -353,7 +357,8 @@ async def test_a_killed_connection_resumes_without_loss(gateway: Gateway, tab: I
     for text in missed:
         await expect(tab.message(text)).to_be_visible(timeout=10_000)
     await expect(tab.conversation("Bruno Blu")).to_be_visible(timeout=10_000)
-    assert await page.locator("#timeline .message.inbound").count() == 4  # nothing lost, nothing twice
+    assert await page.locator("#timeline .message.inbound").count() == 5  # nothing lost, nothing twice
+    assert len(sockets) >= 2 and "last_id=" in sockets[-1], sockets  # it resumed from the last event it saw
     await tab.screenshot(output)
     tab.assert_clean(allow=("ERR_INTERNET_DISCONNECTED", "WebSocket"))
 
@@ -553,6 +558,8 @@ async def test_assign_label_and_resolve(gateway: Gateway, tab: InboxPage, output
     await expect(page.locator(".thread-labels")).to_contain_text("Fatture")
     await page.keyboard.press("Escape")
     await expect(row.locator(".conversation-meta")).to_contain_text("Fatture")
+    await page.locator("#ai-mode-select").select_option("off")  # a human takes over from the AI
+    await expect(page.locator("#ai-mode-select")).to_have_value("off")
     await tab.screenshot(output, "assigned.png")
 
     await page.locator("#resolve-button").click()
@@ -563,6 +570,7 @@ async def test_assign_label_and_resolve(gateway: Gateway, tab: InboxPage, output
     async with kit.http("agent") as http:  # the assignee sees it as theirs
         mine = await http.get("/api/conversations", params={"scope": "mine", "status": "resolved"})
         assert [c["contact"]["name"] for c in mine.json()["items"]] == ["Dario Grigi"], mine.text
+        assert mine.json()["items"][0]["ai_mode"] == "off"
     await tab.screenshot(output)
     tab.assert_clean()
 

@@ -2,7 +2,7 @@ import { html, useState, useEffect, useRef, useLayoutEffect, useCallback } from 
 import { t } from "../lib/i18n.js";
 import { api } from "../lib/api.js";
 import { live } from "../lib/live.js";
-import { clock, dayLabel, errorText } from "../lib/format.js";
+import { clock, dayLabel, errorText, fullTime } from "../lib/format.js";
 import { Message, Note } from "./message.js";
 import { Composer } from "./composer.js";
 import { TemplatePicker } from "./template-picker.js";
@@ -29,6 +29,17 @@ function WindowCountdown({ expiresAt, now }) {
       <svg viewBox="0 0 16 16" aria-hidden="true"><circle cx="8" cy="8" r="6" /><path d="M8 4.5V8l2.5 1.5" /></svg>
       <span role="timer">${t("window.left", { time: clock(left) })}</span>
     </span>`;
+}
+
+/** When a snooze chosen from the menu ends (the server wakes the conversation then). */
+function snoozeUntil(choice) {
+  const at = new Date();
+  if (choice === "1h") at.setHours(at.getHours() + 1);
+  else if (choice === "4h") at.setHours(at.getHours() + 4);
+  else if (choice === "tomorrow") { at.setDate(at.getDate() + 1); at.setHours(9, 0, 0, 0); }
+  else if (choice === "week") { at.setDate(at.getDate() + ((8 - at.getDay()) % 7 || 7)); at.setHours(9, 0, 0, 0); }
+  else return null;
+  return at.toISOString();
 }
 
 function mergeById(list, incoming) {
@@ -260,6 +271,16 @@ export function Thread({ id, initial, me, users, labels, onChanged, onBack, cont
     }
   }
 
+  async function patch(fields) {
+    try {
+      const c = await api.patch(`/api/conversations/${id}`, fields);
+      setConversation(c);
+      onChanged(c);
+    } catch (err) {
+      setError(err);
+    }
+  }
+
   async function toggleResolved() {
     if (!conversation) return;
     const status = conversation.status === "resolved" ? "open" : "resolved";
@@ -307,6 +328,26 @@ export function Thread({ id, initial, me, users, labels, onChanged, onBack, cont
         <div class="thread-actions">
           <${AssignControl} conversation=${conversation} me=${me} users=${users} onChange=${(c) => { setConversation(c); onChanged(c); }} />
           <${LabelMenu} conversation=${conversation} labels=${labels} onChange=${(c) => { setConversation(c); onChanged(c); }} />
+          <label>
+            <span class="visually-hidden">${t("ai.label")}</span>
+            <select id="ai-mode-select" value=${conversation.ai_mode} title=${t("ai.label")}
+                    onChange=${(e) => patch({ ai_mode: e.target.value })}>
+              ${["auto", "draft", "off"].map((mode) => html`<option value=${mode}>${t(`ai.${mode}`)}</option>`)}
+            </select>
+          </label>
+          ${conversation.status !== "resolved" ? html`
+            <label>
+              <span class="visually-hidden">${t("snooze.label")}</span>
+              <select id="snooze-select" value="" title=${t("snooze.label")}
+                      onChange=${(e) => { const until = snoozeUntil(e.target.value); e.target.value = ""; if (until) patch({ status: "snoozed", snoozed_until: until }); }}>
+                <option value="">${conversation.status === "snoozed" && conversation.snoozed_until
+                  ? t("snooze.until", { time: fullTime(conversation.snoozed_until) }) : t("snooze.label")}</option>
+                <option value="1h">${t("snooze.hour")}</option>
+                <option value="4h">${t("snooze.hours4")}</option>
+                <option value="tomorrow">${t("snooze.tomorrow")}</option>
+                <option value="week">${t("snooze.nextWeek")}</option>
+              </select>
+            </label>` : ""}
           <button type="button" class="button" id="resolve-button" onClick=${toggleResolved}>
             ${conversation.status === "resolved" ? t("thread.reopen") : t("thread.resolve")}
           </button>
