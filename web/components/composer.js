@@ -204,9 +204,10 @@ export function Composer({ conversation, mode, setMode, replyTo, clearReply, use
   return html`
     <section class=${`composer ${note ? "note-mode" : ""}`} aria-label=${t("composer.label")}>
       <div class="composer-tabs" role="tablist" aria-label=${t("composer.mode")}>
-        <button type="button" role="tab" id="tab-reply" aria-selected=${!note} onClick=${() => setMode("reply")}>${t("composer.reply")}</button>
-        <button type="button" role="tab" id="tab-note" aria-selected=${note} onClick=${() => setMode("note")}>${t("composer.note")}</button>
+        <button type="button" role="tab" id="tab-reply" aria-controls="composer-panel" aria-selected=${!note} onClick=${() => setMode("reply")}>${t("composer.reply")}</button>
+        <button type="button" role="tab" id="tab-note" aria-controls="composer-panel" aria-selected=${note} onClick=${() => setMode("note")}>${t("composer.note")}</button>
       </div>
+      <div role="tabpanel" id="composer-panel" aria-labelledby=${note ? "tab-note" : "tab-reply"}>
       ${!note && !windowOpen ? children : html`
         ${replyTo && !note ? html`
           <div class="reply-bar" id="reply-bar">
@@ -251,5 +252,6 @@ export function Composer({ conversation, mode, setMode, replyTo, clearReply, use
             ${note ? t("composer.addNote") : t("composer.send")}
           </button>
         </div>`}
+      </div>
     </section>`;
 }

@@ -22,6 +22,12 @@ function ConnectionIndicator() {
     </span>`;
 }
 
+async function signOut() {
+  await api.put("/api/me/presence", { presence: "offline" }).catch(() => {});
+  live.stop();
+  await logout();
+}
+
 function UserMenu({ user, presence, onPresence }) {
   const [open, setOpen] = useState(false);
   const box = useRef(null);
@@ -51,7 +57,7 @@ function UserMenu({ user, presence, onPresence }) {
             </select>
           </label>
           <div class="menu-language"><${LanguageSwitch} id="language-switch-menu" /></div>
-          <button type="button" class="button wide" id="logout" onClick=${() => { live.stop(); logout(); }}>${t("auth.logout")}</button>
+          <button type="button" class="button wide" id="logout" onClick=${signOut}>${t("auth.logout")}</button>
         </div>` : ""}
     </span>`;
 }

@@ -5,10 +5,14 @@ import { live } from "../lib/live.js";
 import { shortTime } from "../lib/format.js";
 
 function describe(n) {
-  const who = n.data?.author_name || n.data?.by_name || n.data?.name || "";
-  const key = { mention: "notification.mention", assignment: "notification.assigned", assigned: "notification.assigned",
-    new_conversation: "notification.newConversation", conversation: "notification.newConversation" }[n.kind] || "notification.other";
-  return t(key, { name: who || t("notification.someone") });
+  const name = n.data?.by?.name || n.data?.author_name || "";
+  const key = {
+    mention: "notification.mention",
+    assignment: name ? "notification.assignedBy" : "notification.assigned",
+    new_conversation: "notification.newConversation",
+    chat: "notification.chat",
+  }[n.kind] || "notification.other";
+  return t(key, { name: name || t("notification.someone") });
 }
 
 export function Notifications({ onOpen }) {
