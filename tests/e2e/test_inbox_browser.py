@@ -473,7 +473,11 @@ async def test_keyboard_shortcuts_and_phone_layout(gateway: Gateway, browser: Br
         await expect(page.locator(".sidebar")).to_be_hidden()
         await expect(page.locator("#composer-input")).to_be_visible()
         width = await page.evaluate("document.documentElement.scrollWidth")
-        assert width <= PHONE["width"], f"the page scrolls sideways ({width}px)"
+        wide = await page.evaluate("""(limit) => [...document.querySelectorAll('body *')]
+            .filter((el) => el.getBoundingClientRect().right > limit + 1 && !el.closest('.thread-actions *'))
+            .map((el) => `${el.tagName}.${el.className} ${Math.round(el.getBoundingClientRect().right)}`).slice(0, 8)""",
+                                   PHONE["width"])
+        assert width <= PHONE["width"], f"the page scrolls sideways ({width}px): {wide}"
         await phone.screenshot(output)
         await page.get_by_role("button", name=IT["thread.back"]).click()
         await expect(page.locator(".sidebar")).to_be_visible()
