@@ -69,13 +69,9 @@ def new_wa_id() -> str:
 
 
 async def inbound(kit: TenantKit, wa_id: str, text: str, name: str, *, timestamp: float | None = None) -> None:
-    """A signed inbound message, posted until it is stored.
-
-    The webhook receiver refreshes its channel routes only when a signature matches no known app
-    secret; every test tenant shares the harness's app secret, so for up to the routes' TTL (10 s)
-    a new tenant's number is "unknown" and its messages are ignored with a 200. Redelivering the
-    same wamid (a no-op once stored) keeps these tests independent of that window.
-    """
+    """A signed inbound message, waited for until stored; redelivered with the same wamid (a no-op
+    once stored, as Meta's retries are) if it is not there within a second, so a test never races
+    the webhook receiver's view of a tenant created a moment ago."""
     wamid = f"wamid.{secrets.token_hex(12)}"
     deadline = time.monotonic() + 20
     while True:
