@@ -18,6 +18,7 @@ import orjson
 import ray
 import redis.asyncio as aioredis
 from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi import WebSocket
 from pydantic import BaseModel, Field
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
@@ -216,8 +217,27 @@ class RequireBearer:
 api.add_middleware(RequireBearer)
 api.add_middleware(MeasureRequests)
 
+def body_doc(model: type[BaseModel]) -> dict[str, Any]:
+    """The OpenAPI request body of a route that parses its JSON itself (engine.inbox.inputs), so
+    that /docs shows it and generated clients and the cross-tenant walk can build one."""
+    schema = model.model_json_schema()
+    definitions = schema.pop("$defs", {})
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, dict):
+            if "$ref" in node and node["$ref"].startswith("#/$defs/"):
+                return inline(definitions[node["$ref"].rsplit("/", 1)[-1]])
+            return {k: inline(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [inline(v) for v in node]
+        return node
+
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": inline(schema)}}}}
+
+
 # the one place where the engine's exception tree becomes HTTP statuses (see engine/errors.py)
-_STATUS_OF = ((Unauthenticated, 401), (Forbidden, 403), (NotFound, 404), (Conflict, 409), (InvalidInput, 422),
+_STATUS_OF = ((Unauthenticated, 401), (Forbidden, 403), (NotFound, 404), (Conflict, 409), (inputs.TooLarge, 413),
+              (InvalidInput, 422),
               (RateLimited, 429), (ServiceUnavailable, 503))
 
 
@@ -234,6 +254,16 @@ async def _parlo_error(request: Request, exc: ParloError) -> JSONResponse:
         log.error("unexpected engine error", exc_info=exc)
         body = {"error": "internal error", "code": "internal"}
     return JSONResponse(body, status_code=status, headers=headers)
+
+
+@api.exception_handler(RequestValidationError)
+async def _invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+    """422 naming what is wrong and where, never echoing the input (it may hold a password)."""
+    problems = []
+    for error in exc.errors()[:10]:
+        where = ".".join(str(p) for p in error.get("loc", ()) if p != "body") or "body"
+        problems.append(f"{where}: {error.get('msg', 'invalid')}")
+    return JSONResponse({"error": "; ".join(problems) or "invalid request", "code": "invalid"}, status_code=422)
 
 
 @api.exception_handler(asyncpg.PostgresError)
@@ -313,8 +343,10 @@ class Gateway:
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush())
 
-    async def _flush(self, linger_s: float = 0.1) -> None:
-        await asyncio.sleep(linger_s)  # let a burst of deliveries gather into one batch
+    async def _flush(self, linger_s: float = 0.002) -> None:
+        # no fixed wait: deliveries that commit while one batch is being sent form the next batch
+        # (a 100 ms linger here was most of an agent's webhook → screen latency)
+        await asyncio.sleep(linger_s)
         dirty, self._dirty = self._dirty, {}
         batch, self._events = self._events, []
         for index, changed in dirty.items():
@@ -508,11 +540,6 @@ class Gateway:
 
     # Bodies and queries are parsed by engine.inbox.inputs (not by FastAPI) so that every refusal
     # has the API's error shape; TooLarge is InvalidInput for the engine, 413 on the wire.
-    async def _inbox_too_large(request: Request, exc: Exception) -> JSONResponse:  # type: ignore[misc]
-        return JSONResponse({"error": str(exc), "code": "TooLarge"}, status_code=413)
-
-    api.add_exception_handler(inputs.TooLarge, _inbox_too_large)
-    del _inbox_too_large
 
     async def _inbox_body(self, request: Request, limit: int = inputs.MAX_JSON_BODY) -> bytes:
         declared = request.headers.get("content-length")
@@ -551,7 +578,7 @@ class Gateway:
         async with self._tenant(request) as (conn, who, _):
             return JSONResponse(await inbox_conversations.get(conn, who, cid))
 
-    @api.patch("/api/conversations/{conversation_id}", summary="Change status, snooze or AI mode")
+    @api.patch("/api/conversations/{conversation_id}", summary="Change status, snooze or AI mode", openapi_extra=body_doc(inbox_conversations.ConversationPatch))
     async def inbox_conversation_patch(self, request: Request, conversation_id: str) -> Response:
         cid = inputs.parse_id(conversation_id, "conversation")
         patch = inputs.parse_body(inbox_conversations.ConversationPatch, await self._inbox_body(request))
@@ -568,7 +595,7 @@ class Gateway:
         self._inbox_touched(changes)
         return Response(status_code=204)
 
-    @api.post("/api/conversations/{conversation_id}/assign", summary="Assign to a user and/or a team")
+    @api.post("/api/conversations/{conversation_id}/assign", summary="Assign to a user and/or a team", openapi_extra=body_doc(inbox_conversations.AssignRequest))
     async def inbox_conversation_assign(self, request: Request, conversation_id: str) -> Response:
         cid = inputs.parse_id(conversation_id, "conversation")
         body = inputs.parse_body(inbox_conversations.AssignRequest, await self._inbox_body(request))
@@ -577,7 +604,7 @@ class Gateway:
         self._inbox_touched(changes)
         return JSONResponse(result)
 
-    @api.post("/api/conversations/{conversation_id}/labels", summary="Put a label on a conversation")
+    @api.post("/api/conversations/{conversation_id}/labels", summary="Put a label on a conversation", openapi_extra=body_doc(inbox_conversations.LabelRef))
     async def inbox_conversation_label(self, request: Request, conversation_id: str) -> Response:
         cid = inputs.parse_id(conversation_id, "conversation")
         body = inputs.parse_body(inbox_conversations.LabelRef, await self._inbox_body(request))
@@ -602,7 +629,7 @@ class Gateway:
             return JSONResponse(await inbox_messages.list_messages(conn, who, cid, query))
 
     @api.post("/api/conversations/{conversation_id}/messages", summary="Send text, a reaction or a template",
-              status_code=201)
+              status_code=201, openapi_extra=body_doc(inbox_messages.SendRequest))
     async def inbox_send(self, request: Request, conversation_id: str) -> Response:
         cid = inputs.parse_id(conversation_id, "conversation")
         body = inputs.parse_body(inbox_messages.SendRequest, await self._inbox_body(request))
@@ -612,7 +639,10 @@ class Gateway:
         return JSONResponse(message, status_code=201)
 
     @api.post("/api/conversations/{conversation_id}/media", summary="Send a file (multipart: file, caption)",
-              status_code=201)
+              status_code=201, openapi_extra={"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+                  "type": "object", "required": ["file"], "properties": {
+                      "file": {"type": "string", "format": "binary"},
+                      "caption": {"type": "string", "maxLength": 1024}}}}}}})
     async def inbox_send_media(self, request: Request, conversation_id: str) -> Response:
         cid = inputs.parse_id(conversation_id, "conversation")
         ceiling = min(attachments.MAX_UPLOAD, self.settings.media_max_bytes)
@@ -660,7 +690,7 @@ class Gateway:
         async with self._tenant(request) as (conn, who, _):
             return JSONResponse(await inbox_notes.list_notes(conn, who, cid))
 
-    @api.post("/api/conversations/{conversation_id}/notes", summary="Write an internal note", status_code=201)
+    @api.post("/api/conversations/{conversation_id}/notes", summary="Write an internal note", status_code=201, openapi_extra=body_doc(inbox_notes.NoteRequest))
     async def inbox_note(self, request: Request, conversation_id: str) -> Response:
         cid = inputs.parse_id(conversation_id, "conversation")
         body = inputs.parse_body(inbox_notes.NoteRequest, await self._inbox_body(request))
@@ -680,7 +710,7 @@ class Gateway:
         async with self._tenant(request) as (conn, who, _):
             return JSONResponse(await inbox_contacts.get(conn, who, kid))
 
-    @api.patch("/api/contacts/{contact_id}", summary="Edit a contact")
+    @api.patch("/api/contacts/{contact_id}", summary="Edit a contact", openapi_extra=body_doc(inbox_contacts.ContactPatch))
     async def inbox_contact_patch(self, request: Request, contact_id: str) -> Response:
         kid = inputs.parse_id(contact_id, "contact")
         body = inputs.parse_body(inbox_contacts.ContactPatch, await self._inbox_body(request))
@@ -693,13 +723,13 @@ class Gateway:
         async with self._tenant(request) as (conn, who, _):
             return JSONResponse(await inbox_labels.list_labels(conn, who))
 
-    @api.post("/api/labels", summary="Create a label", status_code=201)
+    @api.post("/api/labels", summary="Create a label", status_code=201, openapi_extra=body_doc(inbox_labels.LabelCreate))
     async def inbox_label_create(self, request: Request) -> Response:
         body = inputs.parse_body(inbox_labels.LabelCreate, await self._inbox_body(request))
         async with self._tenant(request) as (conn, who, changes):
             return JSONResponse(await inbox_labels.create(conn, who, changes, body), status_code=201)
 
-    @api.patch("/api/labels/{label_id}", summary="Rename or recolour a label")
+    @api.patch("/api/labels/{label_id}", summary="Rename or recolour a label", openapi_extra=body_doc(inbox_labels.LabelPatch))
     async def inbox_label_patch(self, request: Request, label_id: str) -> Response:
         lid = inputs.parse_id(label_id, "label")
         body = inputs.parse_body(inbox_labels.LabelPatch, await self._inbox_body(request))
@@ -719,7 +749,7 @@ class Gateway:
         async with self._tenant(request) as (conn, who, _):
             return JSONResponse(await templates_view.list_templates(conn, who, query))
 
-    @api.post("/api/templates/{template_id}/preview", summary="A template with its parameters filled in")
+    @api.post("/api/templates/{template_id}/preview", summary="A template with its parameters filled in", openapi_extra=body_doc(templates_view.PreviewRequest))
     async def inbox_template_preview(self, request: Request, template_id: str) -> Response:
         tid = inputs.parse_int_id(template_id, "template")
         body = inputs.parse_body(templates_view.PreviewRequest, await self._inbox_body(request))

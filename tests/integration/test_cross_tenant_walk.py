@@ -102,6 +102,16 @@ def _fill_path(path: str, b: dict[str, Any]) -> str:
     return "/" + "/".join(out)
 
 
+# a valid value for each constrained string in the API, so that a body fails on its ids, not its format
+_PATTERN_EXAMPLES = {
+    "^#[0-9a-fA-F]{6}$": "#336699",
+    "^[a-z0-9][a-z0-9_-]{0,39}$": "abc",
+    "^[A-Za-z]{2,3}([_-][A-Za-z0-9]{2,8})*$": "it",
+    "^[a-z0-9_]+$": "benvenuto",
+    "^[^@\\s]{1,64}@[^@\\s]+\\.[^@\\s]+$": "nuovo@example.com",
+}
+
+
 def _body_for(schema: dict[str, Any] | None, spec: dict[str, Any], b: dict[str, Any]) -> Any:
     """A plausible body for a request schema, naming B's records wherever an id goes."""
     if schema is None:
@@ -117,7 +127,15 @@ def _body_for(schema: dict[str, Any] | None, spec: dict[str, Any], b: dict[str, 
     if kind == "object" or "properties" in schema:
         body = {}
         for prop, sub in schema.get("properties", {}).items():
-            resource = _RESOURCE_OF.get(prop)
+            resource = _RESOURCE_OF.get(prop) if prop.endswith("_id") else None
+            if prop.endswith("_ids"):
+                resource = _RESOURCE_OF.get(prop[:-1])
+                if resource is not None:
+                    body[prop] = [str(b[resource])]
+                    continue
+            if prop == "email":
+                body[prop] = "nuovo@example.com"
+                continue
             if resource is not None:
                 body[prop] = b[resource] if not isinstance(b[resource], uuid.UUID) else str(b[resource])
             else:
@@ -126,11 +144,19 @@ def _body_for(schema: dict[str, Any] | None, spec: dict[str, Any], b: dict[str, 
     if kind == "array":
         item = _body_for(schema.get("items", {}), spec, b)
         return [] if item is None else [item]
+    if "const" in schema:
+        return schema["const"]
+    if "enum" in schema:
+        return schema["enum"][0]
     if kind == "string":
         if schema.get("format") == "uuid":
             return str(b["user"])
-        if "enum" in schema:
-            return schema["enum"][0]
+        if schema.get("format") == "date-time":
+            return "2030-01-01T10:00:00Z"
+        for pattern, example in _PATTERN_EXAMPLES.items():
+            if schema.get("pattern") == pattern:
+                return example
+        assert "pattern" not in schema, f"the walk has no example for the pattern {schema['pattern']}: add one"
         return "x" * max(1, schema.get("minLength", 1))
     if kind == "integer":
         return b["message"]
