@@ -21,12 +21,13 @@ from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi import WebSocket
 from pydantic import BaseModel, Field
-from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 from ray import serve
 
 import engine
 from actors.conversation_shard import ensure_shards
+from actors.knowledge_shard import ensure_knowledge_shards, shard_for
 from actors.outbox_dispatcher import ensure_dispatcher
 from actors.settings import public_settings, secret_runtime_env
 from engine import events
@@ -36,6 +37,11 @@ from engine.crypto import secret_box
 from engine.db.pool import create_pool, pool_stats
 from engine.auth.service import login
 from engine.auth.tokens import TokenKeys, TokenPair, end_session, rotate, verify_access
+from engine.ai.drafts import draft_request, request_as_dict, request_from_dict
+from engine.ai.knowledge.indexes import Passage
+from engine.ai.ledger import month_spend, usage_report
+from engine.ai.pipeline import AskRequest
+from engine.ai.service import RouterBook, build_assistant, offline_embedder, tenant_context
 from engine.db.tenancy import tenant_transaction
 from engine.errors import Conflict, Forbidden, InvalidInput, NotFound, ParloError, ServiceUnavailable, Unauthenticated
 from engine.inbox.principal import Changes, Principal, load_principal
@@ -51,7 +57,7 @@ from engine.whatsapp.graph import GraphClient
 from engine.whatsapp.media import storage_for
 from urllib.parse import quote
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from engine.ratelimit import RateLimited, RateLimiter
+from engine.ratelimit import Limit, RateLimited, RateLimiter
 from engine.health import check_all, postgres_check, redis_check
 from engine.logging import configure_logging
 from engine.sharding import shard_of
@@ -67,6 +73,15 @@ class LoginRequest(BaseModel):
     tenant: str = Field(min_length=1, max_length=63)
     email: str = Field(min_length=3, max_length=254)
     password: str = Field(min_length=1, max_length=1024)
+
+
+class AskBody(BaseModel):
+    model_config = {"extra": "forbid"}
+    question: str = Field(min_length=1, max_length=4000)
+    language: str | None = Field(default=None, pattern="^(it|en)$")
+
+
+AI_PER_TENANT = Limit("ai_requests_per_tenant", 120, 60)
 
 
 class RefreshRequest(BaseModel):
@@ -288,6 +303,50 @@ async def _unreachable(request: Request, exc: OSError) -> JSONResponse:
                         status_code=503, headers={"Retry-After": "2"})
 
 
+@serve.deployment(name="Assistant", ray_actor_options={"num_cpus": 0}, max_ongoing_requests=64,
+                  health_check_period_s=10, graceful_shutdown_timeout_s=20,
+                  logging_config={"enable_access_log": False})
+class AssistantDeployment:
+    """The AI pipeline (engine/ai/pipeline.py) as a streaming deployment: the Gateway relays its
+    events to an agent's browser as SSE, and ConversationShards consume them for auto-replies.
+    It holds the offline embedder and the routers; the knowledge indexes live in KnowledgeShards."""
+
+    def __init__(self, settings: dict[str, Any]) -> None:
+        self.settings: Settings = load_settings(**settings)
+        configure_logging(self.settings.log_level, json=self.settings.log_json)
+        self.knowledge = ensure_knowledge_shards(self.settings)
+        self._assistant: Any = None
+        self._pool: Any = None
+        self._lock = asyncio.Lock()
+
+    async def _ready(self) -> Any:
+        if self._assistant is None:
+            async with self._lock:
+                if self._assistant is None:
+                    self._pool = await create_pool(resolve(self.settings).database, min_size=1, max_size=4)
+                    embedder = await asyncio.to_thread(offline_embedder, self.settings)
+                    book = await RouterBook.build(embedder)
+                    assistant = await build_assistant(self.settings, self._pool, self._retrieve, embedder=embedder,
+                                                      router=book.shared)
+                    pool = self._pool
+                    assistant.routers = lambda tenant_id: book.for_tenant(pool, tenant_id)
+                    self._assistant = assistant
+        return self._assistant
+
+    async def _retrieve(self, tenant_id: Any, query: str, vector: Any, k: int) -> list[Passage]:
+        rows = await shard_for(self.knowledge, tenant_id).search.remote(str(tenant_id), query, vector.tolist(), k)
+        return [Passage(**row) for row in rows]
+
+    async def check_health(self) -> None:
+        await self._ready()
+
+    async def run(self, request: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        assistant = await self._ready()
+        async with contextlib.aclosing(assistant.run(request_from_dict(request))) as events:
+            async for event in events:
+                yield event
+
+
 @serve.deployment(name="Gateway", ray_actor_options={"num_cpus": 0}, max_ongoing_requests=1024,
                   health_check_period_s=10, graceful_shutdown_timeout_s=20,
                   # one line per request in Ray's files costs more than the webhook itself; our
@@ -295,7 +354,8 @@ async def _unreachable(request: Request, exc: OSError) -> JSONResponse:
                   logging_config={"enable_access_log": False})
 @serve.ingress(api)
 class Gateway:
-    def __init__(self, settings: dict[str, Any]) -> None:
+    def __init__(self, settings: dict[str, Any], assistant: Any = None) -> None:
+        self.assistant = assistant
         self.settings: Settings = load_settings(**settings)
         configure_logging(self.settings.log_level, json=self.settings.log_json)
         self.urls = resolve(self.settings)
@@ -958,6 +1018,59 @@ class Gateway:
 
     del _team_body_doc
 
+    # --- AI: drafts and questions as SSE, usage (engine/ai) ---------------------------------------
+
+    async def _sse(self, request: Request, ask: dict[str, Any]) -> StreamingResponse:
+        """The Assistant's events as Server-Sent Events. A client that goes away (the cancel
+        button closes the fetch) ends this generator, which closes the deployment's stream and,
+        under it, the provider's HTTP stream."""
+        stream = self.assistant.options(stream=True).run.remote(ask)
+
+        async def events() -> AsyncIterator[bytes]:
+            try:
+                async for event in stream:
+                    yield b"data: " + orjson.dumps(event) + b"\n\n"
+            except Exception as exc:  # the stream must end with a readable event, never hang
+                log.warning("assistant stream failed", extra={"error": type(exc).__name__})
+                yield b"data: " + orjson.dumps({"type": "error", "message": "the assistant is unavailable",
+                                                "retryable": True}) + b"\n\n"
+            finally:
+                stream.cancel()
+
+        return StreamingResponse(events(), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
+    async def _ai_limit(self, tenant_id: Any) -> None:
+        await self._limiter.hit(AI_PER_TENANT, str(tenant_id))
+
+    @api.post("/api/conversations/{conversation_id}/ai/draft", summary="Stream an AI draft reply (SSE)",
+              response_class=StreamingResponse)
+    async def ai_draft(self, request: Request, conversation_id: str) -> Response:
+        cid = inputs.parse_id(conversation_id, "conversation")
+        async with self._tenant(request) as (conn, who, _):
+            ask = await draft_request(conn, who, cid)
+        await self._ai_limit(who.tenant_id)
+        return await self._sse(request, request_as_dict(ask))
+
+    @api.post("/api/ai/ask", summary="Ask the assistant a question over the knowledge base (SSE)",
+              response_class=StreamingResponse, openapi_extra=body_doc(AskBody))
+    async def ai_ask(self, request: Request) -> Response:
+        body = inputs.parse_body(AskBody, await self._inbox_body(request))
+        async with self._tenant(request) as (conn, who, _):
+            who.require("conversation.reply")
+            context = await tenant_context(conn, who.tenant_id)
+        await self._ai_limit(who.tenant_id)
+        ask = AskRequest(who.tenant_id, body.question, purpose="ask", language=body.language, **context)
+        return await self._sse(request, request_as_dict(ask))
+
+    @api.get("/api/ai/usage", summary="AI runs and cost per day, intent, handler and cited source")
+    async def ai_usage(self, request: Request, days: int = 30) -> Response:
+        async with self._tenant(request) as (conn, who, _):
+            who.require("ai.settings")
+            report = await usage_report(conn, who.tenant_id, max(1, min(days, 366)))
+            spend = await month_spend(conn, who.tenant_id)
+        return JSONResponse({"days": days, "month_spend_usd": spend, **orjson.loads(orjson.dumps(report, default=str))})
+
     # --- live events: /ws (engine/live.py) -------------------------------------------------------
 
     def _live_hub(self) -> live.LiveHub:
@@ -1004,5 +1117,6 @@ def build(settings: Settings) -> Any:
     runtime_env = secret_runtime_env(settings)
     runtime_env.setdefault("env_vars", {})[METRICS_DIR_ENV] = str(settings.home / "metrics")
     actor_options: dict[str, Any] = {"num_cpus": 0, "runtime_env": runtime_env}
+    assistant = AssistantDeployment.options(ray_actor_options=actor_options).bind(public_settings(settings))
     return Gateway.options(num_replicas=settings.gateway_replicas, ray_actor_options=actor_options).bind(
-        public_settings(settings))
+        public_settings(settings), assistant)

@@ -13,7 +13,8 @@ from typing import Any
 
 from engine.config import Settings
 
-SECRET_FIELDS = ("database_url", "redis_url", "secret_key", "jwt_secret")
+SECRET_FIELDS = ("database_url", "redis_url", "secret_key", "jwt_secret", "ai_anthropic_api_key", "ai_openai_api_key",
+                 "ai_voyage_api_key")
 
 
 def public_settings(settings: Settings) -> dict[str, Any]:

@@ -4,6 +4,7 @@ one embedded Redis, and one Ray instance, all started once per session and only 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -156,11 +157,11 @@ def ray_cluster() -> Iterator[None]:
         ray.shutdown()
 
 
-@pytest.fixture(scope="module")
-def gateway(ray_cluster: None, postgres: PostgresHarness, redis_server: RedisHarness,
-            tmp_path_factory: pytest.TempPathFactory) -> Iterator["Gateway"]:
-    """The real Serve app for one test module, with the Cloud API simulator as Meta; tests make
-    their own tenants (``await gateway.tenant()``)."""
+@contextlib.contextmanager
+def running_gateway(postgres: PostgresHarness, redis_server: RedisHarness, home: Path,
+                    **overrides: object) -> Iterator["Gateway"]:
+    """The real Serve app (Gateway, Assistant, shards, dispatcher) on a free port, with the Cloud
+    API simulator as Meta, on a database of its own; ``overrides`` are more settings."""
     from cryptography.fernet import Fernet
     from ray import serve
 
@@ -169,14 +170,13 @@ def gateway(ray_cluster: None, postgres: PostgresHarness, redis_server: RedisHar
     import serve_app
 
     name = asyncio.run(postgres.create_database())
-    home = tmp_path_factory.mktemp("gateway")
     with Simulator(seed=5) as simulator:
         settings = Settings(home=home, database_url=postgres.app_url(name), redis_url=redis_server.url,
                             secret_key=Fernet.generate_key().decode(), jwt_secret=secrets.token_urlsafe(48),
                             graph_base_url=simulator.base_url, graph_api_version=simulator.api_version,
-                            gateway_replicas=1, _env_file=None)  # type: ignore[call-arg]
+                            gateway_replicas=1, _env_file=None, **overrides)  # type: ignore[call-arg, arg-type]
         port = free_port()
-        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        _start_serve(port)
         try:
             serve.run(serve_app.build(settings), name="parlo-api", route_prefix="/", blocking=False)
             base = f"http://127.0.0.1:{port}"
@@ -189,6 +189,30 @@ def gateway(ray_cluster: None, postgres: PostgresHarness, redis_server: RedisHar
             serve.shutdown()
             _kill_engine_actors(settings)
             asyncio.run(postgres.drop_database(name))
+
+
+@pytest.fixture(scope="module")
+def gateway(ray_cluster: None, postgres: PostgresHarness, redis_server: RedisHarness,
+            tmp_path_factory: pytest.TempPathFactory) -> Iterator["Gateway"]:
+    """The real Serve app for one test module; tests make their own tenants (``await gateway.tenant()``)."""
+    with running_gateway(postgres, redis_server, tmp_path_factory.mktemp("gateway")) as running:
+        yield running
+
+
+def _start_serve(port: int, attempts: int = 3) -> None:
+    """serve.start, again if its proxy did not come up in time (seen on a loaded two-core machine:
+    Serve kills a proxy that is slow to start, and the start fails with ActorDiedError)."""
+    import ray
+    from ray import serve
+
+    for attempt in range(attempts):
+        try:
+            serve.start(http_options={"host": "127.0.0.1", "port": port})
+            return
+        except ray.exceptions.RayError:
+            serve.shutdown()
+            if attempt == attempts - 1:
+                raise
 
 
 def _wait_healthy(base: str, timeout_s: float = 120) -> None:
@@ -212,10 +236,12 @@ def _kill_engine_actors(settings: Settings) -> None:
     import ray
 
     from actors import NAMESPACE
+    from actors.knowledge_shard import knowledge_shard_name
     from actors.outbox_dispatcher import NAME as DISPATCHER
     from engine.sharding import shard_name
 
-    for actor in [shard_name(i) for i in range(settings.conversation_shards)] + [DISPATCHER]:
+    for actor in [shard_name(i) for i in range(settings.conversation_shards)] + [DISPATCHER] + \
+            [knowledge_shard_name(i) for i in range(settings.knowledge_shards)]:
         try:
             ray.kill(ray.get_actor(actor, namespace=NAMESPACE), no_restart=True)
         except ValueError:

@@ -113,6 +113,8 @@ class Assistant:
     route_model: str = ""
     price: Pricer = lambda provider, usage: 0.0
     ledger: Ledger | None = None
+    # the tenant's own router (shipped examples plus its own), when it has one; else ``router``
+    routers: Callable[[uuid.UUID], Awaitable[LocalRouter | None]] | None = None
     passages_k: int = 5
     offline_policy: responder.OfflinePolicy = field(default_factory=responder.OfflinePolicy)
 
@@ -194,7 +196,8 @@ class Assistant:
                      record: RunRecord) -> tuple[Handler, str, str]:
         if request.failures >= 2:
             return Handler.HANDOFF, "repeated_failure", "rule"
-        local = self.router.decide(vector) if self.router is not None else None
+        router = (await self.routers(request.tenant_id) if self.routers is not None else None) or self.router
+        local = router.decide(vector) if router is not None else None
         if local is not None and local.confident:
             return local.handler, local.label, "local"
         if self.route_provider is not None:

@@ -106,9 +106,11 @@ def _kill_shards(settings: Settings) -> None:
     from actors import NAMESPACE
     from engine.sharding import shard_name
 
+    from actors.knowledge_shard import knowledge_shard_name
     from actors.outbox_dispatcher import NAME as DISPATCHER
 
-    for name in [shard_name(i) for i in range(settings.conversation_shards)] + [DISPATCHER]:
+    for name in [shard_name(i) for i in range(settings.conversation_shards)] + [DISPATCHER] + \
+            [knowledge_shard_name(i) for i in range(settings.knowledge_shards)]:
         try:
             ray.kill(ray.get_actor(name, namespace=NAMESPACE), no_restart=True)
         except ValueError:

