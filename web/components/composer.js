@@ -35,7 +35,9 @@ function EmojiPicker({ onPick, onClose }) {
     </div>`;
 }
 
-export function Composer({ conversation, mode, setMode, replyTo, clearReply, users, windowOpen, onSent, onNote, children }) {
+/** `draft` ({text}, a new object each time): the AI panel's answer, put into the reply box to edit. */
+export function Composer({ conversation, mode, setMode, replyTo, clearReply, users, windowOpen, onSent, onNote, draft,
+  children }) {
   const [text, setText] = useState("");
   const [error, setError] = useState(null);
   const [busy, setBusy] = useState(false);
@@ -58,6 +60,16 @@ export function Composer({ conversation, mode, setMode, replyTo, clearReply, use
     return () => document.removeEventListener("parlo:compose", focus);
   }, []);
   useEffect(() => { if (replyTo) input.current?.focus(); }, [replyTo]);
+  useEffect(() => {
+    if (!draft) return;
+    setMode("reply");
+    setText(draft.text);
+    setError(null);
+    requestAnimationFrame(() => {
+      input.current?.focus();
+      input.current?.setSelectionRange(draft.text.length, draft.text.length);
+    });
+  }, [draft]);
 
   // "/" at the start of a reply looks up canned replies
   const cannedQuery = !note && /^\/(\S*)$/.exec(text)?.[1];

@@ -2,6 +2,7 @@ import { html, useState, useEffect } from "../lib/html.js";
 import { t } from "../lib/i18n.js";
 import { api } from "../lib/api.js";
 import { shortTime, fullTime, fileSize } from "../lib/format.js";
+import { Citations } from "./citations.js";
 
 export const REACTIONS = ["👍", "❤️", "😂", "😮", "😢", "🙏"];
 const AUTO_PREVIEW_BYTES = 16 * 1024 * 1024;
@@ -107,8 +108,8 @@ export function Message({ message, onReply, onReact, onJump, reacting, setReacti
   const outbound = message.direction === "outbound";
   const own = (message.reactions || []).find((r) => r.direction === "outbound")?.emoji;
   return html`
-    <article class=${`message ${outbound ? "outbound" : "inbound"} ${message.status === "failed" ? "failed" : ""}`}
-             id=${`message-${message.id}`} data-message=${message.id} aria-label=${outbound ? t("message.fromUs") : t("message.fromCustomer")}>
+    <article class=${`message ${outbound ? "outbound" : "inbound"} ${message.status === "failed" ? "failed" : ""} ${message.ai ? "ai" : ""}`}
+             id=${`message-${message.id}`} data-message=${message.id} aria-label=${message.ai ? t("message.fromAi") : outbound ? t("message.fromUs") : t("message.fromCustomer")}>
       <div class="bubble">
         ${message.reply_to ? html`
           <button type="button" class="quote" onClick=${() => onJump(message.reply_to.id)} title=${t("message.jumpToQuoted")}>
@@ -118,7 +119,9 @@ export function Message({ message, onReply, onReact, onJump, reacting, setReacti
         ${message.template ? html`<span class="chip subtle template-chip">${t("message.templateChip")}</span>` : ""}
         ${message.media ? html`<${MediaPreview} message=${message} />` : ""}
         <${Body} message=${message} />
+        ${message.ai ? html`<${Citations} citations=${message.ai.citations} />` : ""}
         <footer class="message-meta">
+          ${message.ai ? html`<span class="chip ai-chip" title=${t("message.aiWritten")}>${t("message.aiBadge")}</span>` : ""}
           ${outbound && message.author ? html`<span class="author">${message.author.name}</span>` : ""}
           <time datetime=${message.created_at} title=${fullTime(message.created_at)}>${shortTime(message.created_at)}</time>
           ${outbound ? html`<${Ticks} message=${message} />` : ""}

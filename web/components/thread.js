@@ -6,6 +6,7 @@ import { clock, dayLabel, errorText, fullTime } from "../lib/format.js";
 import { Message, Note } from "./message.js";
 import { Composer } from "./composer.js";
 import { TemplatePicker } from "./template-picker.js";
+import { AiPanel } from "./ai-panel.js";
 
 const PAGE = 50;
 
@@ -121,6 +122,8 @@ export function Thread({ id, initial, me, users, labels, onChanged, onBack, cont
   const [typing, setTyping] = useState(null);
   const [unseen, setUnseen] = useState(0);
   const [announce, setAnnounce] = useState("");
+  const [draft, setDraft] = useState(null); // the AI's text for the composer
+  const [aiRound, setAiRound] = useState(0); // a sent reply starts the AI panel afresh
   const scroller = useRef(null);
   const messagesRef = useRef(messages);
   messagesRef.current = messages;
@@ -258,6 +261,7 @@ export function Thread({ id, initial, me, users, labels, onChanged, onBack, cont
     anchor.current = "bottom";
     messagesRef.current = mergeById(messagesRef.current, [message]);
     setMessages(messagesRef.current);
+    if (message.type !== "reaction") setAiRound((n) => n + 1);
   }
 
   async function react(message, emoji) {
@@ -379,7 +383,8 @@ export function Thread({ id, initial, me, users, labels, onChanged, onBack, cont
         ${t("thread.unseen", { n: unseen })}</button>` : ""}
       ${typing ? html`<p class="typing" role="status">${t("thread.typing", { name: typing })}</p>` : ""}
       ${error && !loading ? html`<p class="form-error" role="alert">${errorText(error)}</p>` : ""}
-      <${Composer} conversation=${conversation} mode=${mode} setMode=${setMode} replyTo=${replyTo}
+      ${windowOpen ? html`<${AiPanel} key=${aiRound} conversationId=${id} onDraft=${(text) => setDraft({ text })} />` : ""}
+      <${Composer} conversation=${conversation} mode=${mode} setMode=${setMode} replyTo=${replyTo} draft=${draft}
         clearReply=${() => setReplyTo(null)} users=${users} windowOpen=${windowOpen}
         onSent=${sent} onNote=${(note) => { anchor.current = "bottom"; setNotes((n) => [...n.filter((x) => x.id !== note.id), note]); }}>
         <${TemplatePicker} conversation=${conversation} onSent=${sent} />

@@ -149,13 +149,23 @@ export const api = {
     return response.blob();
   },
 
+  /** A POST whose answer is a stream (Server-Sent Events): the Response, once its status is 2xx
+   *  (otherwise an ApiError). `signal` aborts it, which closes the stream on the server too. */
+  async stream(path, json, signal) {
+    const init = { headers: { "content-type": "application/json", accept: "text/event-stream" },
+      body: JSON.stringify(json ?? {}), signal };
+    const response = await authorised("POST", path, init);
+    if (!response.ok) await parse(response);
+    return response;
+  },
+
   /** A multipart upload with progress (fetch cannot report upload progress; XHR can). */
-  async upload(path, form, onProgress) {
+  async upload(path, form, onProgress, method = "POST") {
     if (!access || access.expiresAt - Date.now() < 5_000) await refresh();
     const attempt = () =>
       new Promise((resolve, reject) => {
         const xhr = new XMLHttpRequest();
-        xhr.open("POST", path);
+        xhr.open(method, path);
         xhr.setRequestHeader("authorization", `Bearer ${access.token}`);
         xhr.upload.onprogress = (event) => event.lengthComputable && onProgress?.(event.loaded / event.total);
         xhr.onload = () => resolve(xhr);

@@ -46,3 +46,6 @@ export function t(key, vars) {
   if (vars) text = text.replace(/\{(\w+)\}/g, (all, name) => (name in vars ? String(vars[name]) : all));
   return text;
 }
+
+/** Whether there is a string for `key` (for values from the server that may or may not have one). */
+export const has = (key) => key in strings;
