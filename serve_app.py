@@ -39,6 +39,7 @@ from engine.auth.service import login
 from engine.auth.tokens import TokenKeys, TokenPair, end_session, rotate, verify_access
 from engine.ai.drafts import draft_request, request_as_dict, request_from_dict
 from engine.ai.knowledge.indexes import Passage
+from engine.ai.knowledge import sources as kb_sources
 from engine.ai.ledger import month_spend, usage_report
 from engine.ai.pipeline import AskRequest
 from engine.ai.service import RouterBook, build_assistant, offline_embedder, tenant_context
@@ -339,12 +340,92 @@ class AssistantDeployment:
 
     async def check_health(self) -> None:
         await self._ready()
+        self._kb_schedule()  # the WordPress re-sync schedule starts with the first health check
 
     async def run(self, request: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         assistant = await self._ready()
         async with contextlib.aclosing(assistant.run(request_from_dict(request))) as events:
             async for event in events:
                 yield event
+
+
+    # --- knowledge base: syncs and the WordPress schedule (engine/ai/knowledge/sync.py) ----------
+
+    _kb_redis: Any = None
+    _kb_scheduler: "asyncio.Task[None] | None" = None
+
+    async def sync(self, tenant_id: str, source_id: str, upload: dict[str, Any] | None = None,
+                   wait: bool = True) -> dict[str, Any]:
+        """Sync one knowledge source with this replica's embedder (``upload``: {"name", "data"} for
+        a file or FAQ source), publish ``kb.progress`` (at most 5 a second) and ``kb.synced`` on
+        the tenant's stream, then have the tenant's KnowledgeShard rebuild its index."""
+        from uuid import UUID
+
+        from engine.ai.knowledge import sync as kb_sync
+
+        assistant = await self._ready()
+        self._kb_schedule()
+        tenant = UUID(tenant_id)
+        if self._kb_redis is None:
+            self._kb_redis = aioredis.from_url(resolve(self.settings).redis, socket_timeout=self.settings.health_timeout_s,
+                                               socket_connect_timeout=self.settings.health_timeout_s)
+        queue: asyncio.Queue[tuple[str, dict[str, Any]] | None] = asyncio.Queue()
+
+        async def publish() -> None:  # one writer, so the stream keeps the order of the stages
+            while (item := await queue.get()) is not None:
+                await events.publish(self._kb_redis, tenant, item[0], item[1],
+                                     maxlen=self.settings.events_stream_maxlen)
+
+        def progress(stage: str, done: int, total: int) -> None:
+            queue.put_nowait(("kb.progress", {"source_id": source_id, "stage": stage, "done": done, "total": total}))
+
+        publisher = asyncio.create_task(publish())
+        try:
+            result = await kb_sync.sync_source(
+                self._pool, assistant.embedder, tenant, source_id, wait=wait,
+                upload=(str(upload["name"]), bytes(upload["data"])) if upload else None,
+                progress=kb_sync.ProgressThrottle(progress, interval_s=0.2))
+        except ParloError as exc:  # removed meanwhile (NotFound), or another sync holds it (Conflict)
+            log.info("knowledge sync not run", extra={"tenant": tenant_id, "source": source_id, "error": exc.message})
+            return {"source_id": source_id, "state": "skipped", "error": exc.message}
+        finally:
+            queue.put_nowait(None)
+            await publisher
+        synced = {"source_id": source_id, "state": result.state,
+                  "stats": {k: v for k, v in result.stats.items() if k != "wordpress_cursor"}}
+        if result.error is not None:
+            synced["error"] = result.error
+        await self.reload_knowledge(tenant_id)
+        await events.publish(self._kb_redis, tenant, "kb.synced", synced, maxlen=self.settings.events_stream_maxlen)
+        return result.as_dict()
+
+    async def reload_knowledge(self, tenant_id: str) -> bool:
+        """Best effort: a shard that misses this rebuilds from PostgreSQL when it next loads."""
+        try:
+            await asyncio.wait_for(shard_for(self.knowledge, tenant_id).reload.remote(tenant_id), 120)
+            return True
+        except Exception as exc:
+            log.warning("knowledge index not rebuilt", extra={"tenant": tenant_id, "error": type(exc).__name__})
+            return False
+
+    def _kb_schedule(self) -> None:
+        if self._kb_scheduler is None or self._kb_scheduler.done():
+            self._kb_scheduler = asyncio.get_running_loop().create_task(self._kb_resync_loop())
+
+    async def _kb_resync_loop(self) -> None:
+        """Fetch WordPress sources again once their last sync is older than kb_resync_interval_s.
+        Every replica runs this; the source's advisory lock lets one of them sync it."""
+        from engine.db.queries import sql
+
+        interval = self.settings.kb_resync_interval_s
+        while True:
+            try:
+                await self._ready()
+                for row in await self._pool.fetch(sql("knowledge_sync", "due_wordpress"), interval, 50):
+                    await self.sync(str(row["tenant_id"]), str(row["id"]), None, wait=False)
+            except Exception as exc:  # the schedule must outlive a bad round (PostgreSQL restarting…)
+                log.warning("knowledge re-sync round failed", extra={"error": type(exc).__name__})
+            await asyncio.sleep(min(300.0, interval / 4))
 
 
 @serve.deployment(name="Gateway", ray_actor_options={"num_cpus": 0}, max_ongoing_requests=1024,
@@ -1070,6 +1151,101 @@ class Gateway:
             report = await usage_report(conn, who.tenant_id, max(1, min(days, 366)))
             spend = await month_spend(conn, who.tenant_id)
         return JSONResponse({"days": days, "month_spend_usd": spend, **orjson.loads(orjson.dumps(report, default=str))})
+
+    # --- knowledge base (engine/ai/knowledge) ---------------------------------------------------
+
+    # The Gateway records the request (source, state "syncing", audit) and answers 202; the sync runs
+    # in the Assistant deployment, which holds the embedder, and reports on the tenant's stream.
+
+    _kb_pending: set = set()  # fired syncs, referenced until they finish
+    _KB_UPLOAD_DOC = {"multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
+        "file": {"type": "string", "format": "binary"}, "name": {"type": "string", "maxLength": 200}}}}}
+
+    def _kb_fire(self, method: str, *args: Any) -> None:
+        """Call the Assistant without waiting, from a task outside this request's context: Serve
+        cancels a request's child calls when its client goes away, and a sync must outlive that."""
+        import contextvars
+
+        async def call() -> None:
+            try:
+                await getattr(self.assistant, method).remote(*args)
+            except Exception as exc:
+                log.warning("knowledge call to the Assistant failed", extra={"call": method, "error": type(exc).__name__})
+
+        task = asyncio.get_running_loop().create_task(call(), context=contextvars.Context())
+        self._kb_pending.add(task)
+        task.add_done_callback(self._kb_pending.discard)
+
+    async def _kb_upload(self, request: Request) -> tuple[str, bytes, str | None]:
+        """(file name, bytes, name field) of a multipart upload of at most 20 MB."""
+        limit = kb_sources.MAX_UPLOAD
+        too_large = f"a knowledge file may be at most {limit // (1024 * 1024)} MB"
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit + 64 * 1024:
+            raise inputs.TooLarge(too_large)
+        try:
+            form = await request.form(max_files=1, max_fields=4)
+        except StarletteHTTPException:  # Starlette's answer to a malformed or oversized form
+            raise InvalidInput("the upload is not a valid multipart form (one 'file', an optional 'name')") from None
+        try:
+            file, name = form.get("file"), form.get("name")
+            if isinstance(file, str) or file is None or (name is not None and not isinstance(name, str)):
+                raise InvalidInput("send the file in the multipart field 'file' (and an optional text 'name')")
+            data = await file.read(limit + 1)
+            if len(data) > limit:
+                raise inputs.TooLarge(too_large)
+            return file.filename or "", data, (name or "").strip() or None
+        finally:
+            await form.close()
+
+    @api.get("/api/kb/sources", summary="Knowledge sources with their sync state (knowledge.manage)")
+    async def kb_list(self, request: Request) -> Response:
+        async with self._tenant(request) as (conn, who, _):
+            return JSONResponse({"items": await kb_sources.list_sources(conn, who)})
+
+    @api.post("/api/kb/sources", summary="Add a file or FAQ (multipart) or a WordPress site (JSON); syncs in the background",
+              status_code=202, openapi_extra={"requestBody": {"required": True, "content": {
+                  **body_doc(kb_sources.WordPressSource)["requestBody"]["content"], **_KB_UPLOAD_DOC}}})
+    async def kb_add(self, request: Request) -> Response:
+        if request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
+            filename, data, name = await self._kb_upload(request)
+            kind, filename = kb_sources.check_file(filename, len(data))
+            async with self._tenant(request) as (conn, who, _):
+                source = await kb_sources.add_file(conn, who, filename, name)
+            self._kb_fire("sync", str(who.tenant_id), source["id"], {"name": filename, "data": data})
+        else:
+            body = inputs.parse_body(kb_sources.WordPressSource, await self._inbox_body(request))
+            async with self._tenant(request) as (conn, who, _):
+                source = await kb_sources.add_wordpress(conn, who, body)
+            self._kb_fire("sync", str(who.tenant_id), source["id"], None)
+        return JSONResponse({"source": source}, status_code=202)
+
+    @api.post("/api/kb/sources/{source_id}/sync", summary="Fetch a WordPress source again (202; files: 409)",
+              status_code=202)
+    async def kb_sync(self, request: Request, source_id: str) -> Response:
+        sid = inputs.parse_id(source_id, "knowledge source")
+        async with self._tenant(request) as (conn, who, _):
+            source = await kb_sources.request_sync(conn, who, sid)
+        self._kb_fire("sync", str(who.tenant_id), source["id"], None)
+        return JSONResponse({"source": source}, status_code=202)
+
+    @api.put("/api/kb/sources/{source_id}/file", summary="Replace a file or FAQ source's content (multipart; 202)",
+             status_code=202, openapi_extra={"requestBody": {"required": True, "content": _KB_UPLOAD_DOC}})
+    async def kb_replace(self, request: Request, source_id: str) -> Response:
+        sid = inputs.parse_id(source_id, "knowledge source")
+        filename, data, _ = await self._kb_upload(request)
+        async with self._tenant(request) as (conn, who, _):
+            source = await kb_sources.replace_file(conn, who, sid, filename, len(data))
+        self._kb_fire("sync", str(who.tenant_id), source["id"], {"name": filename, "data": data})
+        return JSONResponse({"source": source}, status_code=202)
+
+    @api.delete("/api/kb/sources/{source_id}", summary="Remove a knowledge source and its documents", status_code=204)
+    async def kb_remove(self, request: Request, source_id: str) -> Response:
+        sid = inputs.parse_id(source_id, "knowledge source")
+        async with self._tenant(request) as (conn, who, _):
+            await kb_sources.remove(conn, who, sid)
+        self._kb_fire("reload_knowledge", str(who.tenant_id))
+        return Response(status_code=204)
 
     # --- live events: /ws (engine/live.py) -------------------------------------------------------
 

@@ -109,6 +109,8 @@ class Settings(BaseSettings):
     # each shard is a process (~100 MB); 2 hold thousands of conversations on one machine
     conversation_shards: int = Field(default=2, ge=1, le=1024)
     knowledge_shards: int = Field(default=1, ge=1, le=64)
+    # WordPress knowledge sources are fetched again when their last sync is older than this (6 h)
+    kb_resync_interval_s: int = Field(default=21600, ge=60, le=30 * 86400)
     gateway_replicas: int = Field(default=2, ge=1, le=64)
     db_pool_min: int = Field(default=1, ge=0, le=100)
     db_pool_max: int = Field(default=10, ge=1, le=500)
