@@ -37,12 +37,12 @@ from engine.crypto import secret_box
 from engine.db.pool import create_pool, pool_stats
 from engine.auth.service import login
 from engine.auth.tokens import TokenKeys, TokenPair, end_session, rotate, verify_access
-from engine.ai.drafts import draft_request, request_as_dict, request_from_dict
+from engine.ai.autoreply import relay
+from engine.ai.drafts import draft_request, request_as_dict, request_from_dict, tenant_context
 from engine.ai.knowledge.indexes import Passage
 from engine.ai.knowledge import sources as kb_sources
 from engine.ai.ledger import month_spend, usage_report
 from engine.ai.pipeline import AskRequest
-from engine.ai.service import RouterBook, build_assistant, offline_embedder, tenant_context
 from engine.db.tenancy import tenant_transaction
 from engine.errors import Conflict, Forbidden, InvalidInput, NotFound, ParloError, ServiceUnavailable, Unauthenticated
 from engine.inbox.principal import Changes, Principal, load_principal
@@ -318,12 +318,16 @@ class AssistantDeployment:
         self.knowledge = ensure_knowledge_shards(self.settings)
         self._assistant: Any = None
         self._pool: Any = None
+        self._redis: Any = None
         self._lock = asyncio.Lock()
 
     async def _ready(self) -> Any:
         if self._assistant is None:
             async with self._lock:
                 if self._assistant is None:
+                    # the model, scikit-learn and the provider SDKs load here, not in the Gateway
+                    from engine.ai.service import RouterBook, build_assistant, offline_embedder
+
                     self._pool = await create_pool(resolve(self.settings).database, min_size=1, max_size=4)
                     embedder = await asyncio.to_thread(offline_embedder, self.settings)
                     book = await RouterBook.build(embedder)
@@ -347,6 +351,20 @@ class AssistantDeployment:
         async with contextlib.aclosing(assistant.run(request_from_dict(request))) as events:
             async for event in events:
                 yield event
+
+    async def auto_reply(self, request: dict[str, Any]) -> dict[str, Any] | None:
+        """A ConversationShard's auto-reply: the run shown live to agents on the tenant's stream,
+        its final (or error) event returned."""
+        assistant = await self._ready()
+        ask = request_from_dict(request)
+        if self._redis is None:
+            self._redis = aioredis.from_url(resolve(self.settings).redis)
+        redis, maxlen = self._redis, self.settings.events_stream_maxlen
+
+        async def publish(tenant_id: Any, kind: str, data: dict[str, Any]) -> Any:
+            return await events.publish(redis, tenant_id, kind, data, maxlen=maxlen)
+
+        return await relay(assistant.run(ask), publish, ask.tenant_id, ask.conversation_id)
 
 
     # --- knowledge base: syncs and the WordPress schedule (engine/ai/knowledge/sync.py) ----------

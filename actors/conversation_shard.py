@@ -12,14 +12,18 @@ import uuid
 from typing import Any
 
 import ray
+import redis.asyncio as aioredis
 
 from actors import NAMESPACE
 from actors.settings import public_settings, secret_runtime_env
+
+from engine import events
+from engine.ai.autoreply import AutoReplier, AutoReplyPolicy
 from engine.config import Settings, load_settings
 from engine.conversations.hot_state import ConversationStore
 from engine.db.pool import create_pool
 from engine.logging import configure_logging
-from engine.services import database_url
+from engine.services import database_url, resolve
 from engine.sharding import shard_name
 
 log = logging.getLogger("parlo.shard")
@@ -32,6 +36,7 @@ class ConversationShard:
         self.store = ConversationStore(shard_index, shard_count)
         self._pool: Any = None
         self._starting = asyncio.Lock()
+        self._auto: AutoReplier | None = None
 
     async def _ready(self) -> Any:
         if self._pool is None:
@@ -53,9 +58,40 @@ class ConversationShard:
         return state.as_dict() if state else None
 
     async def apply(self, changed: dict[str, dict[str, Any] | None]) -> int:
-        """Committed state of some conversations (None: re-read it). Returns how many were updated."""
+        """Committed state of some conversations (None: re-read it). Returns how many were updated.
+        Conversations whose customer just wrote go to the auto-replier."""
         pool = await self._ready()
-        return await self.store.apply(pool, {uuid.UUID(cid): row for cid, row in changed.items()})
+        count = await self.store.apply(pool, {uuid.UUID(cid): row for cid, row in changed.items()})
+        if self.store.customer_wrote:
+            replier = await self._replier()
+            for tenant_id, conversation_id in self.store.customer_wrote:
+                replier.customer_wrote(tenant_id, conversation_id)
+        return count
+
+    async def _replier(self) -> AutoReplier:
+        if self._auto is None:
+            pool = await self._ready()
+            redis = aioredis.from_url(resolve(self.settings).redis)
+            maxlen = self.settings.events_stream_maxlen
+            app = self.settings.serve_app
+
+            async def answer(request: dict[str, Any]) -> Any:
+                from ray import serve
+
+                handle = serve.get_deployment_handle("Assistant", app_name=app)
+                # the Assistant shows the run to agents itself; cancelling this call (a newer
+                # customer message) cancels the run there, which closes the model's stream
+                return await handle.auto_reply.remote(request)
+
+            async def publish(tenant_id: uuid.UUID, kind: str, data: dict[str, Any]) -> Any:
+                return await events.publish(redis, tenant_id, kind, data, maxlen=maxlen)
+
+            self._auto = AutoReplier(pool, answer, publish, AutoReplyPolicy(debounce_s=self.settings.ai_debounce_s))
+        return self._auto
+
+    async def auto_stats(self) -> dict[str, int]:
+        replier = self._auto
+        return {"replied": replier.replied if replier else 0, "cancelled": replier.cancelled if replier else 0}
 
     async def reload(self) -> int:
         pool = await self._ready()

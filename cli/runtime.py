@@ -237,7 +237,7 @@ def deploy_serve(settings: Settings) -> bool:
         require_free_port(settings.http_port, "the Serve HTTP proxy", "PARLO_HTTP_PORT", settings.http_host)
     serve.start(http_options={"host": settings.http_host, "port": settings.http_port})
     serve_app.reset_metrics_dir(settings.home / "metrics")
-    serve.run(serve_app.build(settings), name=serve_app.APP_NAME, route_prefix="/", blocking=False)
+    serve.run(serve_app.build(settings), name=settings.serve_app, route_prefix="/", blocking=False)
     return True
 
 

@@ -174,18 +174,19 @@ def running_gateway(postgres: PostgresHarness, redis_server: RedisHarness, home:
         settings = Settings(home=home, database_url=postgres.app_url(name), redis_url=redis_server.url,
                             secret_key=Fernet.generate_key().decode(), jwt_secret=secrets.token_urlsafe(48),
                             graph_base_url=simulator.base_url, graph_api_version=simulator.api_version,
-                            gateway_replicas=1, _env_file=None, **overrides)  # type: ignore[call-arg, arg-type]
+                            gateway_replicas=1, serve_app="parlo-api", _env_file=None,
+                            **overrides)  # type: ignore[call-arg, arg-type]
         port = free_port()
         _start_serve(port)
         try:
-            serve.run(serve_app.build(settings), name="parlo-api", route_prefix="/", blocking=False)
+            serve.run(serve_app.build(settings), name=settings.serve_app, route_prefix="/", blocking=False)
             base = f"http://127.0.0.1:{port}"
             _wait_healthy(base)
             app_secret = secrets.token_hex(16)
             simulator.set_webhook(f"{base}/webhooks/whatsapp", app_secret)
             yield Gateway(base, settings, simulator, app_secret)
         finally:
-            serve.delete("parlo-api")
+            serve.delete(settings.serve_app)
             serve.shutdown()
             _kill_engine_actors(settings)
             asyncio.run(postgres.drop_database(name))

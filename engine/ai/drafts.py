@@ -11,12 +11,21 @@ import asyncpg
 
 from engine.ai.pipeline import AskRequest
 from engine.ai.providers.base import ChatMessage
-from engine.ai.service import tenant_context
 from engine.errors import Conflict
 from engine.inbox import conversations
 from engine.inbox.principal import Principal
 
 HISTORY = 20
+
+
+async def tenant_context(conn: asyncpg.Connection | asyncpg.Pool, tenant_id: uuid.UUID) -> dict[str, Any]:
+    """The business's name and facts (tenants.settings) for the stable prompt prefix."""
+    row = await conn.fetchrow("SELECT name, settings FROM tenants WHERE id = $1", tenant_id)
+    if row is None:
+        return {"business": "our business", "business_facts": ""}
+    settings = row["settings"] or {}
+    return {"business": settings.get("business_name") or row["name"],
+            "business_facts": str(settings.get("business_facts") or "")[:4000]}
 
 
 async def conversation_request(conn: asyncpg.Connection, tenant_id: uuid.UUID, conversation_id: uuid.UUID, *,

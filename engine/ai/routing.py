@@ -15,7 +15,6 @@ from enum import StrEnum
 from pathlib import Path
 
 import numpy as np
-from sklearn.linear_model import LogisticRegression
 
 EXAMPLES = Path(__file__).resolve().parent / "data" / "routing_examples.jsonl"
 
@@ -54,6 +53,8 @@ class LocalRouter:
     between, the message goes to the cheap model."""
 
     def __init__(self, *, low: float = 0.2, high: float = 0.6, c: float = 10.0) -> None:
+        from sklearn.linear_model import LogisticRegression  # scikit-learn loads only where a router is trained
+
         self.low = low
         self.high = high
         self._model = LogisticRegression(C=c, max_iter=3000)

@@ -107,13 +107,3 @@ async def build_assistant(settings: Settings, pool: asyncpg.Pool, retrieve: Retr
     route = chat_chain(settings, "router")
     return Assistant(embedder, retrieve, router=router, answer_provider=answer, route_provider=route,
                      price=pricer(settings), ledger=PostgresLedger(pool))
-
-
-async def tenant_context(conn: asyncpg.Connection | asyncpg.Pool, tenant_id: uuid.UUID) -> dict[str, Any]:
-    """The business's name and facts (tenants.settings) for the stable prompt prefix."""
-    row = await conn.fetchrow("SELECT name, settings FROM tenants WHERE id = $1", tenant_id)
-    if row is None:
-        return {"business": "our business", "business_facts": ""}
-    settings = row["settings"] or {}
-    return {"business": settings.get("business_name") or row["name"],
-            "business_facts": str(settings.get("business_facts") or "")[:4000]}

@@ -8,6 +8,7 @@ that holds one store. PostgreSQL stays the truth: the store can be dropped and r
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta, timezone
@@ -47,6 +48,7 @@ class ConversationState:
 
 
 class ConversationStore:
+    RELOAD_GRACE_S = 15.0  # after a load, committed rows are re-read rather than taken as given
     def __init__(self, shard_index: int, shard_count: int) -> None:
         if not 0 <= shard_index < shard_count:
             raise ValueError(f"shard index {shard_index} is outside 0..{shard_count - 1}")
@@ -55,6 +57,9 @@ class ConversationStore:
         self._conversations: dict[uuid.UUID, ConversationState] = {}
         self._locks: dict[uuid.UUID, asyncio.Lock] = {}
         self.loaded_at: datetime | None = None
+        self._trust_rows_at: float | None = None
+        # (tenant, conversation) whose customer wrote, as of the last apply()
+        self.customer_wrote: list[tuple[uuid.UUID, uuid.UUID]] = []
 
     def owns(self, conversation_id: uuid.UUID) -> bool:
         return shard_of(conversation_id, self.shard_count) == self.shard_index
@@ -64,6 +69,7 @@ class ConversationStore:
         rows = await conn.fetch(sql("conversations", "load_shard"), self.shard_count, self.shard_index)
         self._conversations = {row["id"]: ConversationState(**dict(row)) for row in rows}
         self.loaded_at = datetime.now(timezone.utc)
+        self._trust_rows_at = time.monotonic() + self.RELOAD_GRACE_S
         return len(self._conversations)
 
     async def get(self, conn: asyncpg.Connection | asyncpg.Pool, conversation_id: uuid.UUID) -> ConversationState | None:
@@ -99,11 +105,15 @@ class ConversationStore:
                     changed: dict[uuid.UUID, dict[str, object] | None]) -> int:
         """Take conversations' state as a committed transaction returned it; re-read from PostgreSQL
         only those given without a state. Returns how many conversations were updated."""
+        before = {cid: (s.last_inbound_at if (s := self._conversations.get(cid)) else None) for cid in changed}
+        # Just after a (re)load, rows may be retries of calls made before a crash, older than what
+        # was loaded: re-read them instead of trusting their order.
+        distrust = self._trust_rows_at is not None and time.monotonic() < self._trust_rows_at
         unknown = []
         for cid, row in changed.items():
             if not self.owns(cid):
                 raise ValueError(f"conversation {cid} does not belong to shard {self.shard_index}")
-            if row is None:
+            if row is None or distrust:
                 unknown.append(cid)
             elif row.get("status") == "resolved":
                 self._conversations.pop(cid, None)
@@ -111,6 +121,10 @@ class ConversationStore:
                 self._conversations[cid] = ConversationState(**row)  # type: ignore[arg-type]
         if unknown:
             await self.refresh_many(conn, unknown)
+        self.customer_wrote = [
+            (state.tenant_id, cid) for cid in changed
+            if (state := self._conversations.get(cid)) is not None and state.last_inbound_at is not None
+            and (before[cid] is None or state.last_inbound_at > before[cid])]
         return len(changed)
 
     def lock(self, conversation_id: uuid.UUID) -> asyncio.Lock:

@@ -101,7 +101,7 @@ def view(row: asyncpg.Record) -> dict[str, Any]:
     """A message as the contract spells it."""
     payload: dict[str, Any] = dict(row["payload"] or {})
     typed = payload.get(row["type"]) if row["direction"] == "inbound" else {
-        k: v for k, v in payload.items() if k not in ("to", "phone_number_id")}
+        k: v for k, v in payload.items() if k not in ("to", "phone_number_id", "ai")}
     media = None
     if row["media_pk"] is not None:
         media = {"id": row["media_pk"], "mime_type": row["media_mime"],
@@ -117,6 +117,7 @@ def view(row: asyncpg.Record) -> dict[str, Any]:
         if row["reply_id"] is not None else None,
         "reactions": list(row["reactions"]),
         "template": _template(payload) if row["type"] == "template" and row["direction"] == "outbound" else None,
+        "ai": payload.get("ai") if row["direction"] == "outbound" else None,
         "payload": typed if isinstance(typed, dict) else {},
     }
 

@@ -66,11 +66,14 @@ def media_kind(mime_type: str) -> str:
 
 
 async def _queue(conn: asyncpg.Connection, target: asyncpg.Record, *, type_: str, body: str | None,
-                 payload: dict[str, Any], reply_to: str | None, author_id: uuid.UUID | None) -> Queued:
+                 payload: dict[str, Any], reply_to: str | None, author_id: uuid.UUID | None,
+                 annotations: dict[str, Any] | None = None) -> Queued:
     payload = {"to": target["wa_id"], "phone_number_id": target["phone_number_id"], **payload}
+    # annotations (e.g. the assistant's run and sources) stay with the message, never go to Meta
+    stored = {**payload, **annotations} if annotations else payload
     async with conn.transaction():
         message = await conn.fetchrow(sql("outbound", "insert_outbound_message"), target["tenant_id"], target["id"],
-                                      target["channel_id"], type_, body, payload, reply_to, author_id)
+                                      target["channel_id"], type_, body, stored, reply_to, author_id)
         await conn.execute(sql("outbound", "touch_conversation_outbound"), target["id"])
         outbox_id = await conn.fetchval(sql("outbound", "insert_outbox"), target["tenant_id"], "send", message["id"], payload)
         await conn.execute(sql("outbound", "notify_outbox"), str(outbox_id))
@@ -79,14 +82,14 @@ async def _queue(conn: asyncpg.Connection, target: asyncpg.Record, *, type_: str
 
 async def queue_text(conn: asyncpg.Connection, tenant_id: uuid.UUID, conversation_id: uuid.UUID, body: str, *,
                      reply_to: str | None = None, author_id: uuid.UUID | None = None,
-                     now: datetime | None = None) -> Queued:
+                     now: datetime | None = None, annotations: dict[str, Any] | None = None) -> Queued:
     body = body.strip()
     if not body or len(body) > MAX_TEXT:
         raise InvalidInput(f"a text message must be 1 to {MAX_TEXT} characters")
     target = await _target(conn, tenant_id, conversation_id)
     _require_window(target, now)
     return await _queue(conn, target, type_="text", body=body, payload={"kind": "text", "body": body, "reply_to": reply_to},
-                        reply_to=reply_to, author_id=author_id)
+                        reply_to=reply_to, author_id=author_id, annotations=annotations)
 
 
 async def queue_media(conn: asyncpg.Connection, tenant_id: uuid.UUID, conversation_id: uuid.UUID, kind: str, *,

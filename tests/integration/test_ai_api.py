@@ -40,8 +40,16 @@ def ai_gateway(ray_cluster: None, postgres: Any, redis_server: Any, tmp_path_fac
 
     with running_gateway(postgres, redis_server, tmp_path_factory.mktemp("ai-gateway"),
                          ai_anthropic_api_key="sk-ant-test", ai_anthropic_base_url=ai_sim.anthropic_base_url,
-                         ai_fallback_model="none") as running:
+                         ai_fallback_model="none", ai_debounce_s=0.5) as running:
         yield running
+
+
+@pytest.fixture(autouse=True)
+def fresh_ai_sim(ai_sim: AISimulator) -> Iterator[None]:
+    """Each test starts with no scripted replies, faults or delays left by the one before."""
+    ai_sim.reset()
+    yield
+    ai_sim.reset()
 
 
 async def _tenant_with_faq(gateway: Gateway) -> TenantKit:
@@ -126,3 +134,96 @@ async def test_ask_validates_and_a_provider_outage_ends_in_an_error_event(ai_gat
         events = await _sse(agent, "/api/ai/ask", json={"question": "quanto costa l'esame della vista?"})
     assert events[-1]["type"] == "error" and events[-1]["retryable"], events[-1]
     assert "sk-ant-test" not in json.dumps(events)
+
+
+async def _wait(condition: Any, timeout: float = 30.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while not (value := await condition()):
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.2)
+    return value
+
+
+async def test_a_burst_of_customer_messages_gets_one_auto_reply_with_its_sources(ai_gateway: Gateway,
+                                                                                 ai_sim: AISimulator) -> None:
+    kit = await _tenant_with_faq(ai_gateway)
+    ai_sim.set_default_reply("Il sabato siamo aperti dalle 9:30 alle 19:00 [1].")
+    wa_id = "393331230010"
+    for text in ("buongiorno", "una domanda:", "siete aperti il sabato?"):
+        kit.inbound(wa_id, text)
+    conversation = await kit.conversation_of(wa_id)
+
+    async def replies() -> list[Any]:
+        return ai_gateway.simulator.sends_to(wa_id)
+
+    sent = await _wait(replies)
+    await asyncio.sleep(1.5)  # a second answer would have come by now
+    assert len(ai_gateway.simulator.sends_to(wa_id)) == 1
+    assert "9:30" in json.dumps(sent[0].payload)
+    async with kit.http("supervisor") as http:
+        messages = (await http.get(f"/api/conversations/{conversation}/messages")).json()["items"]
+    reply = [m for m in messages if m["direction"] == "outbound"][-1]
+    assert reply["author"] is None and reply["ai"]["citations"][0]["source"] == "domande"
+    asked = json.dumps(ai_sim.requests()[-1].body)
+    assert "buongiorno" in asked and "siete aperti il sabato?" in asked  # the burst is one question
+
+
+async def test_a_person_replying_pauses_the_assistant_and_draft_mode_never_sends(ai_gateway: Gateway,
+                                                                                  ai_sim: AISimulator) -> None:
+    kit = await _tenant_with_faq(ai_gateway)
+    ai_sim.set_default_reply("Risposta automatica.")
+    wa_id, other = "393331230011", "393331230012"
+    kit.inbound(wa_id, "salve")
+    conversation = await kit.conversation_of(wa_id)
+    async with kit.http("supervisor") as http:
+        await _wait(lambda: _async(len(ai_gateway.simulator.sends_to(wa_id)) == 1))
+        answer = await http.post(f"/api/conversations/{conversation}/messages", json={"type": "text", "text": "Ciao, sono Marta"})
+        assert answer.status_code == 201
+        kit.inbound(wa_id, "quanto costa l'esame?")
+        kit.inbound(other, "buongiorno")
+        second = await kit.conversation_of(other)
+        assert (await http.patch(f"/api/conversations/{second}", json={"ai_mode": "draft"})).status_code == 200
+        kit.inbound(other, "siete aperti?")
+        await asyncio.sleep(3)
+    # the first customer got the auto-reply and the person's answer, nothing after the person spoke
+    texts = [json.dumps(s.payload) for s in ai_gateway.simulator.sends_to(wa_id)]
+    assert len(texts) == 2 and "Marta" in texts[1]
+    # the second customer's first message may have been answered before draft mode; none after it
+    async with ai_gateway.connect() as conn:
+        state = await conn.fetchval("SELECT ai_state FROM conversations WHERE id = $1", conversation)
+        assert state == "paused"
+
+
+async def _async(value: Any) -> Any:
+    return value
+
+
+async def test_a_customer_asking_for_a_person_is_handed_over(ai_gateway: Gateway, ai_sim: AISimulator) -> None:
+    kit = await _tenant_with_faq(ai_gateway)
+    wa_id = "393331230013"
+    kit.inbound(wa_id, "voglio parlare con una persona vera, subito!")
+    conversation = await kit.conversation_of(wa_id)
+
+    async def handed_over() -> bool:
+        async with ai_gateway.connect() as conn:
+            return await conn.fetchval("SELECT ai_state FROM conversations WHERE id = $1", conversation) == "handoff"
+
+    await _wait(handed_over)
+    sent = ai_gateway.simulator.sends_to(wa_id)
+    assert len(sent) == 1 and "collega" in json.dumps(sent[0].payload)
+
+
+async def test_a_spent_budget_stops_auto_replies_but_not_drafts(ai_gateway: Gateway, ai_sim: AISimulator) -> None:
+    kit = await _tenant_with_faq(ai_gateway)
+    async with ai_gateway.connect() as conn:
+        await conn.execute("UPDATE tenants SET settings = settings || '{\"ai_monthly_budget_usd\": 0}' WHERE id = $1",
+                           kit.id)
+    ai_sim.set_default_reply("L'esame costa 35 euro [1].")
+    wa_id = "393331230014"
+    kit.inbound(wa_id, "quanto costa l'esame della vista?")
+    conversation = await kit.conversation_of(wa_id)
+    await asyncio.sleep(3)
+    assert ai_gateway.simulator.sends_to(wa_id) == []
+    async with kit.http("supervisor") as http:
+        events = await _sse(http, f"/api/conversations/{conversation}/ai/draft")
+    assert events[-1]["type"] == "final" and "35" in events[-1]["text"]
