@@ -4,6 +4,7 @@
 import { html, useState, useEffect, useRef, useLayoutEffect } from "../lib/html.js";
 import { t, has } from "../lib/i18n.js";
 import { api } from "../lib/api.js";
+import { live } from "../lib/live.js";
 import { readEvents } from "../lib/sse.js";
 import { errorText } from "../lib/format.js";
 import { Citations } from "./citations.js";
@@ -49,8 +50,34 @@ function refusal(error) {
   return errorText(error);
 }
 
+const AUTO_QUIET_MS = 20_000;
+
+/** An auto-reply the assistant is writing in this conversation right now (the shard relays its
+ *  progress and growing text as ai.progress / ai.draft), until the message is created. */
+function useAutoReply(conversationId) {
+  const [auto, setAuto] = useState(null); // {stage, text} | {skipped}
+  useEffect(() => {
+    let timer = null;
+    const mine = (handler) => (data) => String(data?.conversation_id) === String(conversationId) && handler(data);
+    const touch = (patch) => {
+      setAuto((a) => ({ ...(a?.skipped ? {} : a), ...patch }));
+      clearTimeout(timer);
+      timer = setTimeout(() => setAuto(null), AUTO_QUIET_MS); // an answer that failed sends nothing
+    };
+    const offs = [
+      live.on("ai.progress", mine((d) => touch({ stage: d.stage }))),
+      live.on("ai.draft", mine((d) => touch({ text: d.text }))),
+      live.on("ai.skipped", mine((d) => touch({ skipped: d.reason || "" }))),
+      live.on("message.created", mine(() => { clearTimeout(timer); setAuto(null); })),
+    ];
+    return () => { clearTimeout(timer); offs.forEach((off) => off()); };
+  }, [conversationId]);
+  return auto;
+}
+
 export function AiPanel({ conversationId, onDraft }) {
   const [run, setRun] = useState({ state: "idle" });
+  const auto = useAutoReply(conversationId);
   const controller = useRef(null);
   const textBox = useRef(null);
   useEffect(() => () => controller.current?.abort(), []);
@@ -114,6 +141,13 @@ export function AiPanel({ conversationId, onDraft }) {
           <button type="button" class="icon-button small" aria-label=${t("ai.dismiss")} title=${t("ai.dismiss")}
                   onClick=${dismiss}>×</button>` : ""}
       </div>
+      ${run.state === "idle" && auto ? html`
+        <div class="ai-auto" id="ai-auto" role="status">
+          ${auto.skipped !== undefined ? html`<p class="ai-note">${auto.skipped === "budget spent" ? t("ai.budgetSpent") : t("ai.autoSkipped")}</p>` : html`
+            <p class="ai-note"><span class="ai-caret" aria-hidden="true"></span> ${t("ai.autoWriting")}
+              ${auto.stage && has(`ai.stage.${auto.stage}`) && auto.stage !== "found" ? html` · ${t(`ai.stage.${auto.stage}`)}` : ""}</p>
+            ${auto.text ? html`<p class="ai-draft-text text">${auto.text.replace(MARKERS, "")}</p>` : ""}`}
+        </div>` : ""}
       ${run.state === "idle" ? "" : html`
         <div class="ai-body">
           ${run.stages?.length ? html`<${Stages} stages=${run.stages} streaming=${streaming} />` : ""}

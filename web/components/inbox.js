@@ -10,6 +10,32 @@ import { TeamChat } from "./team-chat.js";
 import { Notifications } from "./notifications.js";
 import { ShortcutHelp, useShortcuts } from "./shortcuts.js";
 import { LanguageSwitch } from "./language-switch.js";
+import { KnowledgeAdmin } from "./admin-knowledge.js";
+import { UsageAdmin } from "./admin-usage.js";
+
+// Admin pages, reached from the user menu and kept in the address (#knowledge) so a reload stays there.
+const ADMIN_PAGES = ["knowledge", "usage"];
+const mayAdminister = (user) => user.role === "admin" || user.role === "owner";
+
+function usePage(user) {
+  const read = () => {
+    const wanted = location.hash.slice(1);
+    return mayAdminister(user) && ADMIN_PAGES.includes(wanted) ? wanted : "inbox";
+  };
+  const [page, setPage] = useState(read);
+  useEffect(() => {
+    const follow = () => setPage(read());
+    window.addEventListener("popstate", follow);
+    window.addEventListener("hashchange", follow);
+    return () => { window.removeEventListener("popstate", follow); window.removeEventListener("hashchange", follow); };
+  }, []);
+  const go = useCallback((next) => {
+    if (next === read()) return setPage(next);
+    history.pushState(null, "", next === "inbox" ? `${location.pathname}${location.search}` : `#${next}`);
+    setPage(next);
+  }, []);
+  return [page, go];
+}
 
 function ConnectionIndicator() {
   const [state, setState] = useState(live.state);
@@ -28,7 +54,7 @@ async function signOut() {
   await logout();
 }
 
-function UserMenu({ user, presence, onPresence }) {
+function UserMenu({ user, presence, onPresence, page, onPage }) {
   const [open, setOpen] = useState(false);
   const box = useRef(null);
   useEffect(() => {
@@ -56,6 +82,12 @@ function UserMenu({ user, presence, onPresence }) {
               <option value="away">${t("presence.away")}</option>
             </select>
           </label>
+          ${mayAdminister(user) ? html`
+            <nav class="menu-nav" aria-label=${t("nav.label")}>
+              ${[["inbox", "nav.inbox"], ["knowledge", "nav.knowledge"], ["usage", "nav.usage"]].map(([name, key]) => html`
+                <button type="button" class="menu-item nav-item" id=${`nav-${name}`} aria-current=${page === name ? "page" : undefined}
+                        onClick=${() => { setOpen(false); onPage(name); }}>${t(key)}</button>`)}
+            </nav>` : ""}
           <div class="menu-language"><${LanguageSwitch} id="language-switch-menu" /></div>
           <button type="button" class="button wide" id="logout" onClick=${signOut}>${t("auth.logout")}</button>
         </div>` : ""}
@@ -71,6 +103,8 @@ export function Inbox({ user }) {
   const [labels, setLabels] = useState([]);
   const [presence, setPresence] = useState("online");
   const list = useConversations(filters, user);
+  const [page, setPage] = usePage(user);
+  const inbox = page === "inbox";
   const [current, setCurrent] = useState(null); // the open conversation as the thread last read it
   const selected = current?.id === selectedId ? current : list.items.find((c) => c.id === selectedId) || null;
 
@@ -88,6 +122,7 @@ export function Inbox({ user }) {
   }, []);
 
   const open = useCallback((id) => {
+    setPage("inbox");
     setSelectedId(id);
   }, []);
 
@@ -101,18 +136,18 @@ export function Inbox({ user }) {
   }, [list.items, selectedId]);
 
   useShortcuts({
-    next: () => move(1),
-    previous: () => move(-1),
+    next: () => inbox && move(1),
+    previous: () => inbox && move(-1),
     reply: () => document.dispatchEvent(new CustomEvent("parlo:compose", { detail: "reply" })),
     note: () => document.dispatchEvent(new CustomEvent("parlo:compose", { detail: "note" })),
     resolve: () => document.dispatchEvent(new CustomEvent("parlo:resolve")),
-    search: () => document.getElementById("conversation-search")?.focus(),
+    search: () => inbox && document.getElementById("conversation-search")?.focus(),
     help: () => setHelp(true),
     escape: () => {
       if (help) setHelp(false);
       else if (panel) setPanel(null);
       else if (document.activeElement && document.activeElement !== document.body) document.activeElement.blur();
-      else setSelectedId(null);
+      else if (inbox) setSelectedId(null);
     },
   });
 
@@ -123,11 +158,11 @@ export function Inbox({ user }) {
   }
 
   const togglePanel = (name) => setPanel((p) => (p === name ? null : name));
-  const view = selectedId ? "thread" : "list";
+  const view = !inbox ? "admin" : selectedId ? "thread" : "list";
 
   return html`
-    <div class="inbox" data-view=${view} data-panel=${panel || "none"}>
-      <a class="skip-link" href="#thread-main">${t("a11y.skipToThread")}</a>
+    <div class="inbox" data-view=${view} data-panel=${(inbox || panel === "chat") && panel ? panel : "none"}>
+      ${inbox ? html`<a class="skip-link" href="#thread-main">${t("a11y.skipToThread")}</a>` : ""}
       <header class="topbar">
         <div class="brand"><span class="logo" aria-hidden="true">P</span><span class="brand-name">${t("app.name")}</span></div>
         <${ConnectionIndicator} />
@@ -140,9 +175,17 @@ export function Inbox({ user }) {
           <button type="button" class="icon-button" aria-label=${t("help.open")} title=${t("help.open")}
                   onClick=${() => setHelp(true)}>?</button>
           <${LanguageSwitch} />
-          <${UserMenu} user=${user} presence=${presence} onPresence=${changePresence} />
+          <${UserMenu} user=${user} presence=${presence} onPresence=${changePresence} page=${page} onPage=${setPage} />
         </div>
       </header>
+      ${inbox ? "" : html`
+        <main class="admin-area" id="admin-main" tabindex="-1">
+          <button type="button" class="button ghost admin-back" id="admin-back" onClick=${() => setPage("inbox")}>
+            <svg viewBox="0 0 24 24" aria-hidden="true"><path d="M15 5l-7 7 7 7" /></svg>${t("nav.backToInbox")}
+          </button>
+          ${page === "knowledge" ? html`<${KnowledgeAdmin} />` : html`<${UsageAdmin} />`}
+        </main>`}
+      ${inbox ? html`
       <nav class="sidebar" aria-label=${t("list.navigation")}>
         <h2 class="visually-hidden">${t("list.title")}</h2>
         <${ConversationFilters} filters=${filters} setFilters=${setFilters} labels=${labels} />
@@ -154,8 +197,8 @@ export function Inbox({ user }) {
                    labels=${labels} onChanged=${(c) => { list.upsert(c); setCurrent(c); }} onBack=${() => setSelectedId(null)}
                    contactOpen=${panel === "contact"} onToggleContact=${() => togglePanel("contact")} />`
           : html`<div class="placeholder"><p>${t("thread.none")}</p><p class="muted">${t("thread.noneHint")}</p></div>`}
-      </main>
-      ${panel === "contact" && selected
+      </main>` : ""}
+      ${inbox && panel === "contact" && selected
         ? html`<${ContactPanel} key=${selected.contact.id} contactId=${selected.contact.id} onClose=${() => setPanel(null)} onOpen=${open} />`
         : ""}
       ${panel === "chat" ? html`<${TeamChat} me=${user} users=${users} onClose=${() => setPanel(null)} />` : ""}

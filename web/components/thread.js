@@ -339,6 +339,9 @@ export function Thread({ id, initial, me, users, labels, onChanged, onBack, cont
               ${["auto", "draft", "off"].map((mode) => html`<option value=${mode}>${t(`ai.${mode}`)}</option>`)}
             </select>
           </label>
+          ${conversation.ai_mode === "auto" && ["paused", "handoff"].includes(conversation.ai_state) ? html`
+            <span class=${`chip ${conversation.ai_state === "handoff" ? "danger" : "warning"}`} id="ai-state"
+                  title=${t(`ai.state.${conversation.ai_state}Hint`)}>${t(`ai.state.${conversation.ai_state}`)}</span>` : ""}
           ${conversation.status !== "resolved" ? html`
             <label>
               <span class="visually-hidden">${t("snooze.label")}</span>
