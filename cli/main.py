@@ -301,5 +301,9 @@ from cli import whatsapp  # noqa: E402  (registers its commands on `main`)
 
 whatsapp.register(main)
 
+from cli import kb  # noqa: E402  (registers `kb`, `ask` and `bench` on `main`)
+
+kb.register(main)
+
 if __name__ == "__main__":
     main()
