@@ -59,12 +59,19 @@ class KnowledgeShard:
         return {"shard": self.index, **self.indexes.stats()}
 
 
+# One BLAS thread: a query is one matrix-vector product, and two threads fighting over two
+# cores with the rest of the engine made it ten times slower (bench/ai_pipeline.py).
+SINGLE_THREAD = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
 def ensure_knowledge_shards(settings: Settings) -> list[Any]:
     config = public_settings(settings)
+    runtime_env = secret_runtime_env(settings)
+    runtime_env.setdefault("env_vars", {}).update(SINGLE_THREAD)
     return [
         KnowledgeShard.options(  # type: ignore[attr-defined]
             name=knowledge_shard_name(i), namespace=NAMESPACE, lifetime="detached", get_if_exists=True,
-            runtime_env=secret_runtime_env(settings) or None,
+            runtime_env=runtime_env,
         ).remote(i, config)
         for i in range(settings.knowledge_shards)
     ]

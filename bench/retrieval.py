@@ -4,6 +4,11 @@
 from __future__ import annotations
 
 import argparse
+import os
+
+# as in the KnowledgeShard actor (actors/knowledge_shard.py): one BLAS thread per query
+for _name in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):  # (OpenMP stays: the embedder uses it)
+    os.environ.setdefault(_name, "1")
 import math
 import statistics
 import sys

@@ -104,3 +104,13 @@ def test_an_empty_index_and_bad_arguments() -> None:
         HybridIndex(DOCS, np.zeros((2, 4), dtype=np.float32))
     with pytest.raises(ValueError):
         HybridIndex(DOCS, None, language="klingon")
+
+
+def test_a_corpus_without_any_indexable_word_still_searches_by_vector() -> None:
+    """Chunks of only stopwords or single letters give BM25 nothing to index (bm25s refuses an
+    empty vocabulary): the index keeps its dense side instead of failing."""
+    vectors = np.eye(2, 4, dtype=np.float32)
+    index = HybridIndex(["x", "il la di"], vectors, language="italian")
+    hits = index.search("x", np.array([0, 1, 0, 0], dtype=np.float32), k=1)
+    assert hits[0].position == 1 and hits[0].bm25 == 0.0
+    assert HybridIndex(["a"], None).search("a", k=1)[0].score == 0.0

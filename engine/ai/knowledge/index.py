@@ -12,6 +12,7 @@ the public sets (see ``bench/retrieval.py``).
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -23,6 +24,7 @@ import Stemmer
 logging.getLogger("bm25s").setLevel(logging.WARNING)
 
 _STOPWORDS = {"italian": "it", "english": "en"}
+_TOKEN = re.compile(r"(?u)\b\w\w+\b")  # bm25s's default token pattern
 
 
 class Fusion(StrEnum):
@@ -48,19 +50,28 @@ class HybridIndex:
         self.language = language
         self.size = len(texts)
         self._stemmer = Stemmer.Stemmer(language)
+        self._stopwords = frozenset(bm25s.stopwords.STOPWORDS_ITALIAN if language == "italian"
+                                    else bm25s.stopwords.STOPWORDS_EN)
         self._bm25 = bm25s.BM25(k1=k1, b=b)
+        self._lexical = False  # a corpus with no indexable word at all (only stopwords, digits…) has no BM25 side
         if texts:
             tokens = bm25s.tokenize(list(texts), stopwords=_STOPWORDS[language], stemmer=self._stemmer.stemWords,
                                     show_progress=False)
-            self._bm25.index(tokens, show_progress=False)
+            if tokens.vocab:
+                self._bm25.index(tokens, show_progress=False)
+                self._lexical = True
         self._vectors = None if vectors is None else np.ascontiguousarray(vectors, dtype=np.float32)
 
+    def query_terms(self, query: str) -> list[str]:
+        """The query's terms as the index has them: bm25s's own word pattern, stopwords and
+        stemmer, without its per-call tokenizer machinery (a third of a query's time)."""
+        words = [w for w in _TOKEN.findall(query.lower()) if w not in self._stopwords]
+        return self._stemmer.stemWords(words)
+
     def bm25_scores(self, query: str) -> np.ndarray:
-        if not self.size:
-            return np.zeros(0, dtype=np.float32)
-        tokens = bm25s.tokenize(query, stopwords=_STOPWORDS[self.language], stemmer=self._stemmer.stemWords,
-                                return_ids=False, show_progress=False)[0]
-        known = [t for t in tokens if t in self._bm25.vocab_dict]
+        if not self.size or not self._lexical:
+            return np.zeros(self.size, dtype=np.float32)
+        known = [t for t in self.query_terms(query) if t in self._bm25.vocab_dict]
         if not known:
             return np.zeros(self.size, dtype=np.float32)
         return np.asarray(self._bm25.get_scores(known), dtype=np.float32)
@@ -79,17 +90,23 @@ class HybridIndex:
         sparse = self.bm25_scores(query) if alpha < 1 else np.zeros(self.size, dtype=np.float32)
         dense = self.dense_scores(query_vector) if alpha > 0 else np.zeros(self.size, dtype=np.float32)
         depth = min(self.size, max(depth, k))
-        candidates = np.union1d(_top(sparse, depth), _top(dense, depth)) if alpha not in (0, 1) else \
-            _top(sparse if alpha == 0 else dense, depth)
+        top_sparse = _top(sparse, depth) if alpha < 1 else None
+        top_dense = _top(dense, depth) if alpha > 0 else None
+        if top_sparse is not None and top_dense is not None:
+            candidates = np.union1d(top_sparse, top_dense)
+        else:
+            candidates = top_sparse if top_sparse is not None else top_dense  # type: ignore[assignment]
         if fusion is Fusion.RRF:
             fused = np.zeros(self.size, dtype=np.float64)
-            for scores, weight in ((sparse, 1 - alpha), (dense, alpha)):
-                if weight > 0:
-                    order = _top(scores, depth)
+            for order, weight in ((top_sparse, 1 - alpha), (top_dense, alpha)):
+                if order is not None and weight > 0:
                     fused[order] += weight / (60 + np.arange(1, len(order) + 1))
             score = fused[candidates]
         else:
-            score = (1 - alpha) * _minmax(sparse, candidates, depth) + alpha * _minmax(dense, candidates, depth)
+            score = np.zeros(len(candidates))
+            for scores, order, weight in ((sparse, top_sparse, 1 - alpha), (dense, top_dense, alpha)):
+                if order is not None and weight > 0:
+                    score += weight * _minmax(scores, candidates, scores[order])
         best = np.argsort(-score, kind="stable")[:k]
         return [Hit(int(candidates[i]), float(score[i]), float(sparse[candidates[i]]), float(dense[candidates[i]]))
                 for i in best]
@@ -102,9 +119,8 @@ def _top(scores: np.ndarray, n: int) -> np.ndarray:
     return part[np.argsort(-scores[part], kind="stable")]
 
 
-def _minmax(scores: np.ndarray, rows: np.ndarray, depth: int) -> np.ndarray:
-    """Scores of ``rows`` scaled to 0..1 by the min and max of the top ``depth`` scores."""
-    top = scores[_top(scores, depth)]
+def _minmax(scores: np.ndarray, rows: np.ndarray, top: np.ndarray) -> np.ndarray:
+    """Scores of ``rows`` scaled to 0..1 by the min and max of the top scores."""
     low, high = float(top.min()), float(top.max())
     if high - low < 1e-9:
         return np.zeros(len(rows))
