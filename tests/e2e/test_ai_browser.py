@@ -22,6 +22,7 @@ import pytest
 from playwright.async_api import Browser, Page, async_playwright, expect
 
 from bench.ai_simulator import AISimulator
+from bench.wp_simulator import WordPressSimulator
 from engine.ai.knowledge import store
 from engine.ai.knowledge.extract import extract
 from engine.ai.service import offline_embedder
@@ -41,6 +42,7 @@ FAQ = ("domanda,risposta\nQuanto costa l'esame della vista?,L'esame della vista 
 QUESTION = "Buongiorno, quanto costa l'esame della vista?"
 ANSWER = "L'esame della vista costa 35 euro [1]."
 LONG_ANSWER = " ".join(["L'esame della vista costa 35 euro e dura mezz'ora"] * 40)
+AUTO_DEBOUNCE_S = 6.0
 
 
 # --- fixtures ----------------------------------------------------------------------------------
@@ -69,12 +71,18 @@ def ai_gateway(ray_cluster: None, postgres: Any, redis_server: Any, tmp_path_fac
 
     from engine.config import Settings
 
-    # a long debounce before auto-replies, so that a test puts its conversation in draft mode first
-    slow_auto = {"ai_debounce_s": 30.0} if "ai_debounce_s" in Settings.model_fields else {}
+    # a debounce before auto-replies long enough for a test to put its conversation in draft mode first
+    slow_auto = {"ai_debounce_s": AUTO_DEBOUNCE_S} if "ai_debounce_s" in Settings.model_fields else {}
     with running_gateway(postgres, redis_server, tmp_path_factory.mktemp("ai-browser-gateway"),
                          ai_anthropic_api_key="sk-ant-test", ai_anthropic_base_url=ai_sim.anthropic_base_url,
                          ai_fallback_model="none", **slow_auto) as running:
         yield running
+
+
+@pytest.fixture(scope="module")
+def wp() -> Iterator[WordPressSimulator]:
+    with WordPressSimulator() as site:
+        yield site
 
 
 @pytest.fixture(autouse=True)
@@ -273,6 +281,32 @@ async def test_an_error_event_offers_a_retry_and_a_rate_limit_reads_well(
     tab.assert_clean(allow=("status of 429",))
 
 
+async def test_an_auto_reply_is_shown_as_it_is_written_then_with_its_badge_and_sources(
+        ai_gateway: Gateway, ai_sim: AISimulator, tab: InboxPage, output: Path) -> None:
+    kit = await tenant_with_faq(ai_gateway)
+    await tab.login(kit)  # the supervisor watches
+    ai_sim.set_default_reply(" ".join(["L'esame della vista costa 35 euro [1]."] * 12))
+    ai_sim.set_token_delay(0.05)
+    wa_id = new_wa_id()
+    await inbound(kit, wa_id, QUESTION, "Olga Menta")  # the conversation is in auto mode
+    await tab.open("Olga Menta")
+    page = tab.page
+    auto = page.locator("#ai-auto")
+    await expect(auto).to_contain_text(IT["ai.autoWriting"], timeout=AUTO_DEBOUNCE_S * 1000 + 30_000)
+    await expect(auto.locator(".ai-draft-text")).to_contain_text("L'esame della vista", timeout=15_000)
+    await tab.screenshot(output, "auto-writing.png")
+    reply = page.locator("#timeline .message.outbound.ai")
+    await expect(reply).to_have_count(1, timeout=30_000)
+    await expect(reply.locator(".ai-chip")).to_have_text(IT["message.aiBadge"])
+    await expect(reply.locator(".citation")).to_contain_text("domande")
+    await expect(reply).to_have_attribute("aria-label", IT["message.fromAi"])
+    await expect(auto).to_have_count(0)
+    sends = await eventually(lambda: ai_gateway.simulator.sends_to(wa_id), what="the auto-reply to reach Meta")
+    assert sends[-1].text.startswith("L'esame della vista costa 35 euro.") and "[1]" not in sends[-1].text
+    await tab.screenshot(output)
+    tab.assert_clean()
+
+
 # --- admin pages -------------------------------------------------------------------------------
 
 
@@ -319,8 +353,8 @@ async def test_the_usage_page_shows_the_spend_after_a_draft(ai_gateway: Gateway,
         await phone.context.close()
 
 
-async def test_the_knowledge_page_lists_a_source_and_shows_a_sync(ai_gateway: Gateway, tab: InboxPage,
-                                                                  output: Path) -> None:
+async def test_the_knowledge_page_lists_a_source_and_shows_a_sync(ai_gateway: Gateway, wp: WordPressSimulator,
+                                                                  tab: InboxPage, output: Path) -> None:
     kit = await tenant_with_faq(ai_gateway)
     async with kit.http("admin") as http:
         listed = await http.get("/api/kb/sources")
@@ -362,6 +396,32 @@ async def test_the_knowledge_page_lists_a_source_and_shows_a_sync(ai_gateway: Ga
     assert any(e.split("|")[1] == "syncing" for e in seen), f"the sync's state was never shown: {seen}"
     assert any(e.split("|")[2] for e in seen), f"no progress bar was shown during the sync: {seen}"
     await tab.screenshot(output, "knowledge.png")
+
+    # a WordPress site: added by its address, synced now again after a new page, then failing
+    for n, title in enumerate(("Chi siamo", "Orari", "Lenti a contatto"), start=1):
+        wp.put("page", n, title, f"<p>{title}: tutto quello che c'è da sapere sul negozio, pagina {n}.</p>")
+    await page.locator("#kb-wordpress-url").fill(wp.site_url + "/")
+    await page.locator("#kb-wordpress-name").fill("Sito del negozio")
+    await page.locator("#kb-add-site").click()
+    site = page.locator('.kb-source[data-kind="wordpress"]')
+    await expect(site).to_have_attribute("data-state", "ok", timeout=60_000)
+    await expect(site.locator(".kb-source-name")).to_have_text("Sito del negozio")
+    await expect(site.locator(".kb-counts")).to_contain_text(IT["kb.documents.other"].replace("{n}", "3"))
+    await expect(site.locator(".kb-source-url")).to_have_attribute("href", wp.site_url + "/")
+    wp.put("post", 10, "Saldi", "<p>Saldi estivi: montature scontate del 30 per cento fino a fine luglio.</p>")
+    await site.locator(".kb-sync").click()
+    await expect(site.locator(".kb-counts")).to_contain_text(IT["kb.documents.other"].replace("{n}", "4"), timeout=60_000)
+    await expect(site).to_have_attribute("data-state", "ok")
+    wp.set_fault("html")
+    try:
+        await site.locator(".kb-sync").click()
+        await expect(site).to_have_attribute("data-state", "failed", timeout=60_000)
+        await expect(site.locator(".state-badge")).to_have_text(IT["kb.state.failed"])
+        await expect(site.locator(".kb-error")).to_be_visible()
+        await expect(site.locator(".kb-counts")).to_contain_text(IT["kb.documents.other"].replace("{n}", "4"))  # kept
+    finally:
+        wp.set_fault(None)
+    await tab.screenshot(output, "knowledge-wordpress.png")
 
     # removal asks first
     await card.locator(".kb-remove").click()

@@ -53,31 +53,39 @@ function refusal(error) {
 const AUTO_QUIET_MS = 20_000;
 
 /** An auto-reply the assistant is writing in this conversation right now (the shard relays its
- *  progress and growing text as ai.progress / ai.draft), until the message is created. */
-function useAutoReply(conversationId) {
-  const [auto, setAuto] = useState(null); // {stage, text} | {skipped}
+ *  progress and growing text as ai.progress / ai.draft), until the thread holds the message of
+ *  that run (`doneRunId`) or a customer's message ends it; a relayed delta that arrives after
+ *  that belongs to the run that ended and is ignored. */
+function useAutoReply(conversationId, doneRunId) {
+  const [auto, setAuto] = useState(null); // {run_id, stage, text, ended} | {skipped}
   useEffect(() => {
+    let current = null;
     let timer = null;
-    const mine = (handler) => (data) => String(data?.conversation_id) === String(conversationId) && handler(data);
-    const touch = (patch) => {
-      setAuto((a) => ({ ...(a?.skipped ? {} : a), ...patch }));
+    const set = (next) => {
+      current = next;
+      setAuto(next);
       clearTimeout(timer);
-      timer = setTimeout(() => setAuto(null), AUTO_QUIET_MS); // an answer that failed sends nothing
+      if (next) timer = setTimeout(() => set(null), AUTO_QUIET_MS); // an answer that failed sends nothing
     };
+    const mine = (handler) => (data) => String(data?.conversation_id) === String(conversationId) && handler(data);
+    const running = () => (current && !current.ended && current.skipped === undefined ? current : null);
     const offs = [
-      live.on("ai.progress", mine((d) => touch({ stage: d.stage }))),
-      live.on("ai.draft", mine((d) => touch({ text: d.text }))),
-      live.on("ai.skipped", mine((d) => touch({ skipped: d.reason || "" }))),
-      live.on("message.created", mine(() => { clearTimeout(timer); setAuto(null); })),
+      live.on("ai.progress", mine((d) => {
+        if (d.run_id && d.run_id !== current?.run_id) set({ run_id: d.run_id, stage: d.stage });
+        else if (!current?.ended) set({ ...running(), stage: d.stage });
+      })),
+      live.on("ai.draft", mine((d) => { if (!current?.ended) set({ ...running(), text: d.text }); })),
+      live.on("ai.skipped", mine((d) => set({ skipped: d.reason || "" }))),
+      live.on("message.created", mine(() => { if (current) set({ ...current, ended: true }); })),
     ];
     return () => { clearTimeout(timer); offs.forEach((off) => off()); };
   }, [conversationId]);
-  return auto;
+  return auto && !auto.ended && !(auto.run_id && auto.run_id === doneRunId) ? auto : null;
 }
 
-export function AiPanel({ conversationId, onDraft }) {
+export function AiPanel({ conversationId, onDraft, doneRunId }) {
   const [run, setRun] = useState({ state: "idle" });
-  const auto = useAutoReply(conversationId);
+  const auto = useAutoReply(conversationId, doneRunId);
   const controller = useRef(null);
   const textBox = useRef(null);
   useEffect(() => () => controller.current?.abort(), []);

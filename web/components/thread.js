@@ -386,7 +386,8 @@ export function Thread({ id, initial, me, users, labels, onChanged, onBack, cont
         ${t("thread.unseen", { n: unseen })}</button>` : ""}
       ${typing ? html`<p class="typing" role="status">${t("thread.typing", { name: typing })}</p>` : ""}
       ${error && !loading ? html`<p class="form-error" role="alert">${errorText(error)}</p>` : ""}
-      ${windowOpen ? html`<${AiPanel} key=${aiRound} conversationId=${id} onDraft=${(text) => setDraft({ text })} />` : ""}
+      ${windowOpen ? html`<${AiPanel} key=${aiRound} conversationId=${id} onDraft=${(text) => setDraft({ text })}
+        doneRunId=${messages.findLast((m) => m.ai?.run_id)?.ai.run_id} />` : ""}
       <${Composer} conversation=${conversation} mode=${mode} setMode=${setMode} replyTo=${replyTo} draft=${draft}
         clearReply=${() => setReplyTo(null)} users=${users} windowOpen=${windowOpen}
         onSent=${sent} onNote=${(note) => { anchor.current = "bottom"; setNotes((n) => [...n.filter((x) => x.id !== note.id), note]); }}>
