@@ -1227,7 +1227,7 @@ class Gateway:
     async def kb_add(self, request: Request) -> Response:
         if request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
             filename, data, name = await self._kb_upload(request)
-            kind, filename = kb_sources.check_file(filename, len(data))
+            _, filename = kb_sources.check_file(filename, len(data))
             async with self._tenant(request) as (conn, who, _):
                 source = await kb_sources.add_file(conn, who, filename, name)
             self._kb_fire("sync", str(who.tenant_id), source["id"], {"name": filename, "data": data})
