@@ -141,6 +141,7 @@ class AutoReplier:
     async def _deliver(self, tenant_id: uuid.UUID, conversation_id: uuid.UUID, final: dict[str, Any]) -> None:
         failed = final["type"] == "error" or final.get("declined", False)
         handoff = final.get("handoff", False)
+        sent_id: int | None = None
         async with self.pool.acquire() as conn, conn.transaction():
             # a person may have answered while the assistant was writing: theirs wins
             state = await conn.fetchval("SELECT ai_state FROM conversations WHERE id = $1 AND tenant_id = $2 FOR UPDATE",
@@ -152,10 +153,12 @@ class AutoReplier:
                                       "citations": [{k: c.get(k) for k in ("source", "title", "url")}
                                                     for c in final.get("citations", [])]}}
                 try:
-                    await queue_text(conn, tenant_id, conversation_id, final["text"][:4096], annotations=annotations)
+                    queued = await queue_text(conn, tenant_id, conversation_id, final["text"][:4096],
+                                              annotations=annotations)
                 except (ServiceWindowClosed, NotFound, InvalidInput, Conflict) as exc:
                     log.warning("auto-reply not sent", extra={"conversation": str(conversation_id), "error": str(exc)})
                     return
+                sent_id = queued.message_id
                 self.replied += 1
             failures = await conn.fetchval(
                 "UPDATE conversations SET ai_failures = CASE WHEN $3 THEN ai_failures + 1 ELSE 0 END, "
@@ -164,6 +167,10 @@ class AutoReplier:
                 failed, handoff)
             row = await conn.fetchrow("SELECT team_id, assignee_id, ai_state FROM conversations WHERE id = $1",
                                       conversation_id)
+        if row is not None and sent_id is not None:
+            await self.publish(tenant_id, "message.created", {
+                "conversation_id": str(conversation_id), "message_id": sent_id, "direction": "outbound",
+                "type": "text", "team_id": row["team_id"], "assignee_id": row["assignee_id"], "ai": True})
         if row is not None and (handoff or (failures or 0) >= 2):
             await self.publish(tenant_id, "conversation.updated", {
                 "conversation_id": str(conversation_id), "team_id": row["team_id"], "assignee_id": row["assignee_id"],

@@ -86,7 +86,7 @@ def view(row: asyncpg.Record | dict[str, Any], now: datetime | None = None) -> d
         last_message = {"id": row["lm_id"], "direction": row["lm_direction"], "type": row["lm_type"],
                         "text": row["lm_text"], "status": row["lm_status"], "created_at": _iso(row["lm_created_at"])}
     return {
-        "id": str(row["id"]), "status": row["status"], "ai_mode": row["ai_mode"],
+        "id": str(row["id"]), "status": row["status"], "ai_mode": row["ai_mode"], "ai_state": row.get("ai_state"),
         "snoozed_until": _iso(row["snoozed_until"]),
         "assignee": {"id": str(row["assignee_id"]), "name": row["assignee_name"]} if row["assignee_id"] else None,
         "team": {"id": str(row["team_id"]), "name": row["team_name"]} if row["team_id"] else None,
@@ -191,7 +191,7 @@ async def update(conn: asyncpg.Connection, who: Principal, changes: Changes, con
     ai_mode = patch.ai_mode if "ai_mode" in given and patch.ai_mode else current["ai_mode"]
     try:
         row = await conn.fetchrow(sql("inbox_conversations", "update_state"), who.tenant_id, conversation_id, status,
-                                  snoozed_until, ai_mode)
+                                  snoozed_until, ai_mode, "ai_mode" in given and bool(patch.ai_mode))
     except asyncpg.UniqueViolationError:
         raise Conflict("this customer already has another open conversation on this number; "
                        "continue there instead of reopening this one") from None

@@ -63,7 +63,9 @@ async def _world_of_b(conn: asyncpg.Connection, kit: TenantKit) -> dict[str, Any
         "INSERT INTO templates (tenant_id, waba_id, name, language, status, components) "
         "VALUES ($1, $2, 'modello_segreto', 'it', 'APPROVED', '[{\"type\": \"BODY\", \"text\": \"Ciao {{1}}\"}]') "
         "RETURNING id", t, kit.waba_id)
-    return {"conversation": conversation, "contact": contact, "team": team, "user": agent, "message": message,
+    kb_source = await conn.fetchval("INSERT INTO kb_sources (tenant_id, kind, name) VALUES ($1, 'file', 'fonte-segreta') "
+                                    "RETURNING id", t)
+    return {"kb_source": kb_source, "conversation": conversation, "contact": contact, "team": team, "user": agent, "message": message,
             "media": media, "label": label, "note": note, "canned": canned, "notification": notification,
             "chat_channel": chat, "chat_message": chat_message, "template": template, "channel": channel}
 
@@ -82,6 +84,7 @@ _RESOURCE_OF = {
     "notifications": "notification", "notification_id": "notification",
     "channels": "chat_channel", "channel_id": "chat_channel",
     "templates": "template", "template_id": "template",
+    "sources": "kb_source", "source_id": "kb_source",
 }
 
 
@@ -108,6 +111,7 @@ _PATTERN_EXAMPLES = {
     "^[a-z0-9][a-z0-9_-]{0,39}$": "abc",
     "^[A-Za-z]{2,3}([_-][A-Za-z0-9]{2,8})*$": "it",
     "^[a-z0-9_]+$": "benvenuto",
+    "^(it|en)$": "it",
     "^[^@\\s]{1,64}@[^@\\s]+\\.[^@\\s]+$": "nuovo@example.com",
 }
 
@@ -181,7 +185,8 @@ def _leaks(text: str, b: dict[str, Any], sent: str = "") -> list[str]:
     the id it did not find)."""
     # integer ids are short and may occur by chance; only uuids and B's words are checked
     ids = [str(v) for v in b.values() if isinstance(v, uuid.UUID)]
-    words = ["Bianca Segreta", "393339990001", "segret", "SEGRETO", "Squadra Segreta", "canale-segreto"]
+    words = ["Bianca Segreta", "393339990001", "segret", "SEGRETO", "Squadra Segreta", "canale-segreto",
+             "fonte-segreta"]
     return [n for n in ids if n in text and n not in sent] + [w for w in words if w in text]
 
 

@@ -33,7 +33,7 @@ ORDER BY coalesce(c.last_message_at, c.created_at) DESC, c.id DESC
 LIMIT $15;
 
 -- name: conversation_views
-SELECT c.id, c.status, c.ai_mode, c.snoozed_until, c.unread_count, c.last_inbound_at, c.last_message_at,
+SELECT c.id, c.status, c.ai_mode, c.ai_state, c.snoozed_until, c.unread_count, c.last_inbound_at, c.last_message_at,
        c.team_id, t.name AS team_name, c.assignee_id, u.display_name AS assignee_name,
        c.contact_id, ct.wa_id, coalesce(ct.display_name, ct.profile_name) AS contact_name,
        c.channel_id, ch.display_phone,
@@ -71,6 +71,9 @@ SELECT id, team_id, assignee_id FROM conversations WHERE tenant_id = $1 AND id =
 -- unassigned conversation of a team waits in that team's queue (keeping its place), others do not.
 UPDATE conversations
 SET status = $3, snoozed_until = $4, ai_mode = $5, updated_at = now(),
+    -- choosing an AI mode hands the conversation back to the assistant (after a pause or a handoff)
+    ai_state = CASE WHEN $6 THEN 'active' ELSE ai_state END,
+    ai_failures = CASE WHEN $6 THEN 0 ELSE ai_failures END,
     queued_at = CASE WHEN $3 = 'open' AND assignee_id IS NULL AND team_id IS NOT NULL
                      THEN coalesce(queued_at, now()) END
 WHERE tenant_id = $1 AND id = $2
