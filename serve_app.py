@@ -319,6 +319,7 @@ class AssistantDeployment:
         self._assistant: Any = None
         self._pool: Any = None
         self._redis: Any = None
+        self._warming: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
 
     async def _ready(self) -> Any:
@@ -343,8 +344,18 @@ class AssistantDeployment:
         return [Passage(**row) for row in rows]
 
     async def check_health(self) -> None:
-        await self._ready()
+        # Healthy means this process serves: PostgreSQL being down is /healthz's news (a replica
+        # that failed its check for it would be restarted, not fixed). The model loads in the
+        # background on the first check so that the first draft does not wait for it.
+        if self._warming is None:
+            self._warming = asyncio.create_task(self._warm())
         self._kb_schedule()  # the WordPress re-sync schedule starts with the first health check
+
+    async def _warm(self) -> None:
+        try:
+            await self._ready()
+        except Exception as exc:  # retried by the first request that needs it
+            log.warning("assistant not warmed up", extra={"error": type(exc).__name__})
 
     async def run(self, request: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         assistant = await self._ready()

@@ -22,7 +22,7 @@ from engine import tenants
 from engine.config import Settings, load_settings
 from engine.db import migrations
 from engine.db.pool import connect
-from engine.errors import ParloError
+from engine.errors import NotFound, ParloError
 from engine.logging import configure_logging, log_context
 from engine.secrets import mask_text
 from engine.services import database_url
@@ -195,6 +195,52 @@ def tenant_list(ctx: click.Context, as_json: bool) -> None:
         table.add_row(r["slug"], r["name"], r["status"], str(r["users"]), str(r["channels"]),
                       str(r["open_conversations"]), r["created_at"].strftime("%Y-%m-%d %H:%M"))
     out.print(table)
+
+
+@tenant.command("ai")
+@click.argument("slug")
+@click.option("--auto-reply/--no-auto-reply", default=None, help="Let the assistant answer customers by itself.")
+@click.option("--budget", type=click.FloatRange(min=0), help="Monthly AI budget in USD (auto-replies stop when spent).")
+@click.option("--no-budget", is_flag=True, help="Remove the monthly budget.")
+@click.option("--business-facts", help="A few lines about the business the assistant always knows.")
+@click.pass_context
+def tenant_ai(ctx: click.Context, slug: str, auto_reply: bool | None, budget: float | None, no_budget: bool,
+              business_facts: str | None) -> None:
+    """Show or change a tenant's assistant settings."""
+    if budget is not None and no_budget:
+        raise click.UsageError("--budget and --no-budget contradict each other")
+    changes: dict[str, Any] = {}
+    if auto_reply is not None:
+        changes["ai_auto_reply"] = auto_reply
+    if budget is not None:
+        changes["ai_monthly_budget_usd"] = budget
+    if business_facts is not None:
+        if len(business_facts) > 4000:
+            raise click.UsageError("--business-facts holds at most 4000 characters")
+        changes["business_facts"] = business_facts
+
+    async def run() -> dict[str, Any]:
+        conn = await connect(database_url(_settings(ctx)))
+        try:
+            found = await tenants.get_by_slug(conn, slug)
+            if found is None:
+                raise NotFound(f"no tenant {slug!r} (see `parlo tenant list`)")
+            async with conn.transaction():
+                if changes or no_budget:
+                    await conn.execute("UPDATE tenants SET settings = (settings || $2::jsonb) - $3::text[] WHERE id = $1",
+                                       found.id, changes, ["ai_monthly_budget_usd"] if no_budget else [])
+                    await conn.execute("INSERT INTO audit_log (tenant_id, actor, action, subject, details) "
+                                       "VALUES ($1, 'cli', 'tenant.ai', $2, $3)", found.id, slug,
+                                       {**changes, **({"budget": None} if no_budget else {})})
+                settings = await conn.fetchval("SELECT settings FROM tenants WHERE id = $1", found.id)
+            return {k: settings.get(k) for k in ("ai_auto_reply", "ai_monthly_budget_usd", "business_facts")}
+        finally:
+            await conn.close()
+
+    shown = asyncio.run(run())
+    budget_shown = shown["ai_monthly_budget_usd"]
+    out.print(f"{slug}: auto-replies {'on' if shown['ai_auto_reply'] else 'off'}, monthly budget "
+              f"{'none' if budget_shown is None else f'{budget_shown} USD'}")
 
 
 # --- database ------------------------------------------------------------------------------------

@@ -1,5 +1,7 @@
 """Auto-replies: what a ConversationShard does when a customer writes in a conversation whose AI
-mode is ``auto``.
+mode is ``auto``, for a business that turned them on (``tenants.settings.ai_auto_reply``; off by
+default: a business with an empty knowledge base should not greet every customer with "I could not
+find that").
 
 It waits a short debounce (three messages in a burst get one answer), then runs the assistant's
 pipeline, shows it live to agents watching (progress and the growing text on the tenant's stream),
@@ -109,11 +111,14 @@ class AutoReplier:
                                   conversation_id, tenant_id)
         if row is None or row["status"] == "resolved":
             return "closed"
+        settings = row["settings"] or {}
+        if not settings.get("ai_auto_reply", False):
+            return "auto-replies are off for this business"
         if row["ai_mode"] != "auto":
             return f"ai mode {row['ai_mode']}"
         if row["ai_state"] != "active":
             return f"assistant {row['ai_state']}"
-        budget = (row["settings"] or {}).get("ai_monthly_budget_usd")
+        budget = settings.get("ai_monthly_budget_usd")
         if budget is not None and await month_spend(conn, tenant_id) >= float(budget):
             return "budget spent"
         return None

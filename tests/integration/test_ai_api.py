@@ -56,6 +56,8 @@ async def _tenant_with_faq(gateway: Gateway) -> TenantKit:
     kit = await gateway.tenant()
     embedder = offline_embedder(gateway.settings)
     async with gateway.connect() as conn:
+        await conn.execute("UPDATE tenants SET settings = settings || '{\"ai_auto_reply\": true}' WHERE id = $1",
+                           kit.id)
         source = await store.add_source(conn, kit.id, "faq", "domande")
         await store.sync_documents(conn, source, extract("domande.csv", FAQ), embedder)
     return kit

@@ -1,0 +1,60 @@
+"""`parlo tenant ai`: a tenant's assistant settings from the terminal, audited."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import asyncio
+
+import pytest
+
+from engine import tenants
+from engine.db.pool import connect
+from tests.e2e.cli import assert_one_line_error, clean_env, parlo
+
+pytestmark = pytest.mark.integration
+
+
+def _query(url: str, sql: str, *args: object) -> object:
+    async def run() -> object:
+        conn = await connect(url)
+        try:
+            return await conn.fetchval(sql, *args)
+        finally:
+            await conn.close()
+
+    return asyncio.run(run())
+
+
+def test_auto_replies_and_budget_are_set_shown_and_audited(database_url: str, tmp_path: Path) -> None:
+    """(A plain test: the CLI runs its own event loop.)"""
+
+    async def create() -> tenants.Tenant:
+        conn = await connect(database_url)
+        try:
+            return await tenants.create(conn, "Ottica Blu")
+        finally:
+            await conn.close()
+
+    tenant = asyncio.run(create())
+    env = clean_env(PARLO_DATABASE_URL=database_url, PARLO_HOME=str(tmp_path))
+
+    shown = parlo(*["tenant", "ai", "ottica-blu"], env=env)
+    assert shown.code == 0 and "auto-replies off, monthly budget none" in shown.out
+
+    changed = parlo(*["tenant", "ai", "ottica-blu", "--auto-reply", "--budget", "25",
+                                   "--business-facts", "Ottica a Bologna, aperta dal 1990."], env=env)
+    assert changed.code == 0 and "auto-replies on, monthly budget 25.0 USD" in changed.out
+    settings: dict = _query(database_url, "SELECT settings FROM tenants WHERE id = $1", tenant.id)  # type: ignore[assignment]
+    assert settings["ai_auto_reply"] is True and settings["business_facts"].startswith("Ottica a Bologna")
+    assert _query(database_url, "SELECT count(*) FROM audit_log WHERE tenant_id = $1 AND action = 'tenant.ai'",
+                  tenant.id) == 1
+
+    removed = parlo(*["tenant", "ai", "ottica-blu", "--no-budget", "--no-auto-reply"], env=env)
+    assert removed.code == 0 and "auto-replies off, monthly budget none" in removed.out
+
+    assert_one_line_error(parlo("tenant", "ai", "nessuno", env=env), "no tenant 'nessuno'")
+    for bad in (["tenant", "ai", "ottica-blu", "--budget", "-3"],
+                ["tenant", "ai", "ottica-blu", "--budget", "5", "--no-budget"]):
+        answer = parlo(*bad, env=env)  # click's usage errors: exit 2, a readable line, no traceback
+        assert answer.code == 2 and "Error:" in answer.err and "Traceback" not in answer.err, answer.err
