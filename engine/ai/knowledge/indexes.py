@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import asyncpg
 import numpy as np
 
-from engine.ai.knowledge.embeddings import Embedder
+from engine.ai.knowledge.embeddings import Embedder, in_model_thread
 from engine.ai.knowledge.index import HybridIndex
 from engine.ai.knowledge.store import ChunkRecord, load_chunks
 
@@ -78,7 +78,7 @@ class TenantIndexes:
         if query_vector is None:
             if self.embedder is None:
                 raise ValueError("this index has no embedder: pass the query's vector")
-            query_vector = await asyncio.to_thread(self.embedder.query, query)
+            query_vector = await in_model_thread(self.embedder.query, query)
         hits = loaded.index.search(query, query_vector, k=k, alpha=self.alpha)
         return [Passage(r.chunk_id, r.text, r.title, r.source, r.source_kind, r.url, h.score, h.bm25, h.dense)
                 for h in hits if h.score >= min_score for r in [loaded.records[h.position]]]

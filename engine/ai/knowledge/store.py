@@ -19,7 +19,7 @@ import asyncpg
 import numpy as np
 
 from engine.ai.knowledge.chunking import chunk_document, contextual_text
-from engine.ai.knowledge.embeddings import Embedder
+from engine.ai.knowledge.embeddings import Embedder, in_model_thread
 from engine.ai.knowledge.extract import Extracted
 from engine.db.queries import sql
 from engine.errors import Conflict, InvalidInput, NotFound
@@ -122,7 +122,7 @@ async def sync_documents(conn: asyncpg.Connection, source: Source, documents: Se
             reuse = {r["text_sha256"]: r["embedding"] for r in await conn.fetch(
                 sql("knowledge", "embeddings_by_hash"), source.tenant_id, embedder.name, hashes)}
             missing = [i for i, h in enumerate(hashes) if h not in reuse]
-            fresh = await asyncio.to_thread(embedder.passages, [texts[i] for i in missing]) if missing else None
+            fresh = await in_model_thread(embedder.passages, [texts[i] for i in missing]) if missing else None
             vectors: list[np.ndarray] = []
             for i, h in enumerate(hashes):
                 vectors.append(np.asarray(reuse[h], dtype=np.float32) if h in reuse
