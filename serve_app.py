@@ -347,7 +347,7 @@ class AssistantDeployment:
         # Healthy means this process serves: PostgreSQL being down is /healthz's news (a replica
         # that failed its check for it would be restarted, not fixed). The model loads in the
         # background on the first check so that the first draft does not wait for it.
-        if self._warming is None:
+        if self._warming is None and self.settings.ai_warm_up:
             self._warming = asyncio.create_task(self._warm())
         self._kb_schedule()  # the WordPress re-sync schedule starts with the first health check
 
@@ -447,10 +447,13 @@ class AssistantDeployment:
         from engine.db.queries import sql
 
         interval = self.settings.kb_resync_interval_s
+        pool: Any = None
         while True:
             try:
-                await self._ready()
-                for row in await self._pool.fetch(sql("knowledge_sync", "due_wordpress"), interval, 50):
+                # only a pool to look: the model loads (self.sync → _ready) when a source is due,
+                # not on every start (it costs seconds of both cores)
+                pool = self._pool or pool or await create_pool(resolve(self.settings).database, min_size=0, max_size=1)
+                for row in await pool.fetch(sql("knowledge_sync", "due_wordpress"), interval, 50):
                     await self.sync(str(row["tenant_id"]), str(row["id"]), None, wait=False)
             except Exception as exc:  # the schedule must outlive a bad round (PostgreSQL restarting…)
                 log.warning("knowledge re-sync round failed", extra={"error": type(exc).__name__})

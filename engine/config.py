@@ -113,6 +113,8 @@ class Settings(BaseSettings):
     kb_resync_interval_s: int = Field(default=21600, ge=60, le=30 * 86400)
     # the Serve application's name (actors look its deployments up by it)
     serve_app: str = Field(default="parlo", pattern=r"^[a-z][a-z0-9-]{0,40}$")
+    # load the embedding model and train the routers when the Assistant starts, not on the first question
+    ai_warm_up: bool = True
     # seconds a ConversationShard waits after a customer's message before auto-replying (a burst is one question)
     ai_debounce_s: float = Field(default=2.0, ge=0, le=60)
     gateway_replicas: int = Field(default=2, ge=1, le=64)

@@ -175,6 +175,9 @@ def running_gateway(postgres: PostgresHarness, redis_server: RedisHarness, home:
                             secret_key=Fernet.generate_key().decode(), jwt_secret=secrets.token_urlsafe(48),
                             graph_base_url=simulator.base_url, graph_api_version=simulator.api_version,
                             gateway_replicas=1, serve_app="parlo-api", _env_file=None,
+                            # the model loads on the first AI request: modules that never ask one
+                            # don't pay its CPU on two cores while they time the outbox
+                            ai_warm_up=False,
                             **overrides)  # type: ignore[call-arg, arg-type]
         port = free_port()
         _start_serve(port)

@@ -192,7 +192,7 @@ class Dispatcher:
                 routes = await self.routes.get()
                 route = routes.get(payload.get("phone_number_id", ""))
                 if route is None:
-                    routes = await self.routes.get(refresh=True)
+                    routes = await self.routes.get(refresh=True, wait=True)  # a number added moments ago
                     route = routes.get(payload.get("phone_number_id", ""))
                 try:
                     if route is None or route.tenant_id != tenant_id:
