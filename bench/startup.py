@@ -147,6 +147,17 @@ def _tail(text: str) -> str:
     return "\n  " + "\n  ".join(lines) if lines else ""
 
 
+def wait_quiet(busy_below_percent: float = 20.0, timeout_s: float = 120.0) -> float:
+    """Wait until the machine is idle (the engine's start-up work done: the Assistant warms its
+    model in the background after `parlo up` returns). Returns the seconds waited; a measurement
+    taken while a model loads beside it would blame the path under test for that CPU."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout_s:
+        if psutil.cpu_percent(interval=1.0) < busy_below_percent:
+            break
+    return time.monotonic() - started
+
+
 @contextmanager
 def running_engine(keep: bool) -> Iterator[Engine]:
     """A fresh engine that is always stopped and removed afterwards, unless kept."""

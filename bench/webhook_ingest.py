@@ -40,7 +40,7 @@ from rich.table import Table  # noqa: E402
 from bench.simulator import payloads  # noqa: E402
 from bench.simulator.webhooks import encode, sign  # noqa: E402
 from bench.report import git, machine, write_report  # noqa: E402
-from bench.startup import UP_TIMEOUT_S, BenchError, Engine, running_engine  # noqa: E402
+from bench.startup import UP_TIMEOUT_S, BenchError, Engine, running_engine, wait_quiet  # noqa: E402
 from engine.embedded.ports import free_port  # noqa: E402
 
 APP_SECRET = "bench-app-secret"
@@ -122,6 +122,50 @@ async def _load(url: str, bodies_file: Path, concurrency: int) -> dict[str, Any]
             "p50_ms": statistics.median(latencies) * 1000,
             "p99_ms": latencies[int(len(latencies) * 0.99) - 1] * 1000,
             "max_ms": latencies[-1] * 1000, "statuses": statuses}
+
+
+PROCESS_GROUPS = (  # (label, marker in the command line), first match wins
+    ("Gateway replicas", "ServeReplica:parlo:Gateway"), ("Assistant replica", "ServeReplica:parlo:Assistant"),
+    ("ConversationShards", "ConversationShard"), ("OutboxDispatcher", "OutboxDispatcher"),
+    ("KnowledgeShard", "KnowledgeShard"), ("baseline server", "webhook_ingest.py baseline"),
+    ("load generator", "webhook_ingest.py load"), ("PostgreSQL", "postgres"), ("Redis", "redis-server"),
+    ("HAProxy", "haproxy"), ("Ray (controller, raylet, GCS, agents)", "ray"),
+)
+
+
+def cpu_seconds() -> dict[int, tuple[str, float]]:
+    """CPU seconds used so far by every process, labelled by PROCESS_GROUPS."""
+    import psutil
+
+    out = {}
+    for proc in psutil.process_iter(["cmdline", "name", "cpu_times"]):
+        try:
+            cmdline = " ".join(proc.info["cmdline"] or [proc.info["name"] or ""])
+            times = proc.info["cpu_times"]
+        except (psutil.Error, TypeError):
+            continue
+        if times is None:
+            continue
+        label = next((name for name, marker in PROCESS_GROUPS if marker in cmdline), "other")
+        out[proc.pid] = (label, times.user + times.system)
+    return out
+
+
+def cpu_per_delivery(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]],
+                     n: int) -> dict[str, float]:
+    """Milliseconds of CPU per delivery, per group of processes, between two snapshots."""
+    used: dict[str, float] = {}
+    for pid, (label, seconds) in after.items():
+        start = before.get(pid, (label, 0.0))[1]
+        used[label] = used.get(label, 0.0) + max(0.0, seconds - start)
+    return {label: round(1000 * s / n, 3) for label, s in sorted(used.items(), key=lambda kv: -kv[1]) if s > 0.005}
+
+
+def _children_cpu_s() -> float:
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def run_load(url: str, bodies: list[dict[str, str]], concurrency: int, work: Path) -> dict[str, Any]:
@@ -223,8 +267,15 @@ def bench(n: int, concurrency: int, warmup: int, replicas: int, profile: bool = 
             for side, url in (("serve", serve_url), ("baseline", base_url)):
                 with console.status(f"{side}: warming up…"):
                     run_load(url, deliveries(warmup, f"{side}-warm"), concurrency, engine.home)
+                    results.setdefault("quiet_wait_s", {})[side] = round(wait_quiet(), 1)
                 with console.status(f"{side}: {n} deliveries at concurrency {concurrency}…"):
-                    results[side] = run_load(url, deliveries(n, side), concurrency, engine.home)
+                    bodies = deliveries(n, side)
+                    before, children = cpu_seconds(), _children_cpu_s()
+                    results[side] = run_load(url, bodies, concurrency, engine.home)
+                    cpu = cpu_per_delivery(before, cpu_seconds(), n)
+                    # the load generator has exited by now: its CPU is in our children's rusage
+                    cpu["load generator"] = round(1000 * (_children_cpu_s() - children) / n, 3)
+                    results[side]["cpu_ms_per_delivery"] = cpu
                 if profile and side == "serve":
                     # a separate run: the sampler's own cost must not lower the measured figures
                     spy = profile_replica(n / 500 + 2, engine.home / "replica.prof")
@@ -256,6 +307,9 @@ def report(results: dict[str, Any], n: int, concurrency: int) -> dict[str, Any]:
                       ", ".join(f"{k}: {v}" for k, v in sorted(r["statuses"].items())), f"{r['stored']}/{n}")
     console.print(table)
     console.print(f"Serve / baseline throughput: {results['ratio']:.2f}x")
+    for side in ("serve", "baseline"):
+        console.print(f"CPU ms per delivery, {side}: " + ", ".join(
+            f"{label} {ms:.2f}" for label, ms in results[side]["cpu_ms_per_delivery"].items()), highlight=False)
     for share, frame in results.get("replica_profile", []):
         console.print(f"  {share:5.1f}%  {frame}", highlight=False)
     for name, (limit, met) in aims.items():
@@ -274,6 +328,15 @@ def report(results: dict[str, Any], n: int, concurrency: int) -> dict[str, Any]:
                      f"{r['stored']}/{n} |")
     lines += ["", f"Serve / baseline: **{results['ratio']:.2f}x**", ""]
     lines += [f"- aim {k} {v[0]}: {'met' if v[1] else 'not met'}" for k, v in aims.items()]
+    lines += ["", "Where the CPU goes (ms of CPU per delivery, each group of processes, during the measured run; "
+              "the load generator's figure includes loading its bodies):", "",
+              "| processes | serve | baseline |", "|---|---:|---:|"]
+    labels = list(dict.fromkeys([*results["serve"]["cpu_ms_per_delivery"], *results["baseline"]["cpu_ms_per_delivery"]]))
+    for label in labels:
+        lines.append(f"| {label} | {results['serve']['cpu_ms_per_delivery'].get(label, 0):.2f} | "
+                     f"{results['baseline']['cpu_ms_per_delivery'].get(label, 0):.2f} |")
+    lines.append(f"| **total** | {sum(results['serve']['cpu_ms_per_delivery'].values()):.2f} | "
+                 f"{sum(results['baseline']['cpu_ms_per_delivery'].values()):.2f} |")
     if results.get("replica_profile"):
         lines += ["", "Where one Gateway replica spends its active time (py-spy, innermost frames):", "",
                   "| share | frame |", "|---:|---|"]

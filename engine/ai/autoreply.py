@@ -76,11 +76,22 @@ class AutoReplier:
         self.publish = publish
         self.policy = policy
         self._tasks: dict[uuid.UUID, asyncio.Task[None]] = {}
+        # whether each tenant turned auto-replies on, as read at most every TENANT_FLAG_TTL_S: most
+        # businesses have them off, and a query per customer message would cost more than the
+        # message's own ingest
+        self._tenant_on: dict[uuid.UUID, tuple[bool, float]] = {}
+        self._tenant_lookups: dict[uuid.UUID, asyncio.Task[bool]] = {}
         self.replied = 0
         self.cancelled = 0
+        self.flag_reads = 0
+
+    TENANT_FLAG_TTL_S = 5.0  # a business that turns auto-replies on gets them within this
 
     def customer_wrote(self, tenant_id: uuid.UUID, conversation_id: uuid.UUID) -> None:
         """A customer's message was stored: (re)start the wait for this conversation."""
+        known = self._tenant_on.get(tenant_id)
+        if known is not None and not known[0] and known[1] > time.monotonic():
+            return  # auto-replies are off for this business
         running = self._tasks.get(conversation_id)
         if running is not None and not running.done():
             running.cancel()
@@ -101,8 +112,30 @@ class AutoReplier:
             await asyncio.gather(*list(self._tasks.values()), return_exceptions=True)
 
     async def _after_debounce(self, tenant_id: uuid.UUID, conversation_id: uuid.UUID) -> None:
+        if not await self.tenant_wants_replies(tenant_id):
+            return
         await asyncio.sleep(self.policy.debounce_s)
         await self.reply(tenant_id, conversation_id)
+
+    async def tenant_wants_replies(self, tenant_id: uuid.UUID) -> bool:
+        """The tenant's ``ai_auto_reply`` setting, read once per TENANT_FLAG_TTL_S (concurrent
+        callers share one query)."""
+        known = self._tenant_on.get(tenant_id)
+        if known is not None and known[1] > time.monotonic():
+            return known[0]
+        lookup = self._tenant_lookups.get(tenant_id)
+        if lookup is None:
+            lookup = asyncio.create_task(self._read_tenant_flag(tenant_id))
+            self._tenant_lookups[tenant_id] = lookup
+            lookup.add_done_callback(lambda _t, tid=tenant_id: self._tenant_lookups.pop(tid, None))
+        return await asyncio.shield(lookup)
+
+    async def _read_tenant_flag(self, tenant_id: uuid.UUID) -> bool:
+        self.flag_reads += 1
+        settings = await self.pool.fetchval("SELECT settings FROM tenants WHERE id = $1", tenant_id)
+        wanted = bool((settings or {}).get("ai_auto_reply", False))
+        self._tenant_on[tenant_id] = (wanted, time.monotonic() + self.TENANT_FLAG_TTL_S)
+        return wanted
 
     async def _allowed(self, conn: asyncpg.Connection, tenant_id: uuid.UUID, conversation_id: uuid.UUID) -> str | None:
         """Why the assistant must not answer now (None: it may)."""

@@ -84,6 +84,9 @@ async def store(conn: asyncpg.Connection, batch: WebhookBatch, body: bytes, payl
     updates = sorted(((routes[u.phone_number_id], u) for u in batch.statuses if u.phone_number_id in routes),
                      key=lambda ru: (ru[0].tenant_id, ru[1].wamid))
 
+    if len(messages) == 1 and not updates and not batch.template_updates and len(batch.phone_number_ids) == 1:
+        return await _store_single_message(conn, *messages[0], profile_names, body, payload, batch, result)
+
     async with conn.transaction():
         for route, message in messages:
             profile_name = profile_names.get((message.phone_number_id, message.from_wa_id))
@@ -111,18 +114,39 @@ async def store(conn: asyncpg.Connection, batch: WebhookBatch, body: bytes, payl
     return result
 
 
+async def _store_single_message(conn: asyncpg.Connection, route: ChannelRoute, message: InboundMessage,
+                                profile_names: dict[tuple[str, str], str | None], body: bytes, payload: Any,
+                                batch: WebhookBatch, result: IngestResult) -> IngestResult:
+    """The common delivery, one message of one number: message and receipt in one statement."""
+    profile_name = profile_names.get((message.phone_number_id, message.from_wa_id))
+    row = await conn.fetchrow(sql("inbound", "ingest_single_message"), *_message_args(route, message, profile_name),
+                              hashlib.sha256(body).hexdigest(), payload, [{"reason": r.reason} for r in batch.rejected])
+    assert row is not None  # the receipt row is always there
+    result.receipt_ids.append(row["o_receipt_id"])
+    _message_stored(route, message, row, result)
+    return result
+
+
+def _message_args(route: ChannelRoute, message: InboundMessage, profile_name: str | None) -> tuple[Any, ...]:
+    media = message.content if isinstance(message.content, MediaContent) and message.content.media_id else None
+    return (route.tenant_id, route.channel_id, message.from_wa_id, profile_name or message.profile_name,
+            message.wamid, str(message.type), message.text, dict(message.raw), message.context_wamid,
+            message.timestamp, media.media_id if media else None, media.mime_type if media else None,
+            media.sha256 if media else None)
+
+
 async def _store_message(conn: asyncpg.Connection, route: ChannelRoute, message: InboundMessage,
                          profile_name: str | None, result: IngestResult) -> None:
-    media = message.content if isinstance(message.content, MediaContent) and message.content.media_id else None
-    row = await conn.fetchrow(
-        sql("inbound", "ingest_message"), route.tenant_id, route.channel_id, message.from_wa_id,
-        profile_name or message.profile_name, message.wamid, str(message.type), message.text, dict(message.raw),
-        message.context_wamid, message.timestamp, media.media_id if media else None,
-        media.mime_type if media else None, media.sha256 if media else None)
-    if row is None:
+    row = await conn.fetchrow(sql("inbound", "ingest_message"), *_message_args(route, message, profile_name))
+    _message_stored(route, message, row, result)
+
+
+def _message_stored(route: ChannelRoute, message: InboundMessage, row: asyncpg.Record | None,
+                    result: IngestResult) -> None:
+    if row is None or row["o_message_id"] is None:
         result.duplicates += 1
         return
-    conversation = {key[2:]: value for key, value in row.items() if key != "o_message_id"}
+    conversation = {key[2:]: value for key, value in row.items() if key not in ("o_message_id", "o_receipt_id")}
     conversation_id = conversation["id"]
     result.conversations[conversation_id] = conversation
     result.new_messages.append(StoredMessage(route.tenant_id, conversation_id, row["o_message_id"], message.wamid,

@@ -80,5 +80,18 @@ RETURNING s.tenant_id, s.wamid, s.status, s.occurred_at, s.errors;
 -- name: ingest_message
 SELECT * FROM parlo_ingest_message($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13);
 
+-- name: ingest_single_message
+-- A delivery of one message and nothing else (most of them): the message and the raw receipt in
+-- one statement, so one round trip and no BEGIN/COMMIT of its own. A redelivery stores the receipt
+-- with duplicates = 1 and returns a row whose o_message_id is NULL.
+WITH m AS (
+    SELECT * FROM parlo_ingest_message($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+), r AS (
+    INSERT INTO webhook_receipts (tenant_id, channel_id, body_sha256, body, messages, statuses, duplicates, rejected)
+    SELECT $1, $2, $14, $15, counted.n, 0, 1 - counted.n, $16 FROM (SELECT count(*)::int AS n FROM m) counted
+    RETURNING id
+)
+SELECT r.id AS o_receipt_id, m.* FROM r LEFT JOIN m ON true;
+
 -- name: insert_reject
 INSERT INTO webhook_rejects (reason, body_sha256, size_bytes, body_head) VALUES ($1, $2, $3, $4);
