@@ -176,8 +176,18 @@ def should_decline(question: str, selection: Selection, passages: Sequence[Passa
 
 
 def compose(selection: Selection, language: str) -> str:
-    body = "\n".join(_clean(text) for text, _ in selection.sentences)
+    body = "\n".join(_with_section(_clean(text), passage) for text, passage in selection.sentences)
     return f"{FRAME.get(language, '')}{body}"
+
+
+def _with_section(line: str, passage: Passage) -> str:
+    """A short list item or table row ("Prezzo: 35 €") says little without its section: name it
+    ("Esame della vista — Prezzo: 35 €"), unless the line already does."""
+    first = passage.text.splitlines()[0] if passage.text else ""
+    section = first.rsplit(" — ", 1)[-1].strip() if " — " in first else ""
+    if not section or len(line) > 60 or terms(section) & terms(line):
+        return line
+    return f"{section} — {line}"
 
 
 def _clean(unit: str) -> str:
