@@ -19,6 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from engine import tenants
+from engine.ai import web_search
 from engine.config import Settings, load_settings
 from engine.db import migrations
 from engine.db.pool import connect
@@ -203,21 +204,38 @@ def tenant_list(ctx: click.Context, as_json: bool) -> None:
 @click.option("--budget", type=click.FloatRange(min=0), help="Monthly AI budget in USD (auto-replies stop when spent).")
 @click.option("--no-budget", is_flag=True, help="Remove the monthly budget.")
 @click.option("--business-facts", help="A few lines about the business the assistant always knows.")
+@click.option("--web-search-domain", "web_search_domains", multiple=True, metavar="HOSTNAME",
+              help="A site the assistant may search when the knowledge base has no answer (a hostname such as "
+                   "ottica.it, subdomains included; repeat for more; replaces the list). Needs a provider that "
+                   "searches (Anthropic).")
+@click.option("--no-web-search", is_flag=True, help="Turn web search off (forget the sites).")
 @click.pass_context
 def tenant_ai(ctx: click.Context, slug: str, auto_reply: bool | None, budget: float | None, no_budget: bool,
-              business_facts: str | None) -> None:
+              business_facts: str | None, web_search_domains: tuple[str, ...], no_web_search: bool) -> None:
     """Show or change a tenant's assistant settings."""
     if budget is not None and no_budget:
         raise click.UsageError("--budget and --no-budget contradict each other")
+    if web_search_domains and no_web_search:
+        raise click.UsageError("--web-search-domain and --no-web-search contradict each other")
     changes: dict[str, Any] = {}
+    removed: list[str] = []
     if auto_reply is not None:
         changes["ai_auto_reply"] = auto_reply
     if budget is not None:
         changes["ai_monthly_budget_usd"] = budget
+    if no_budget:
+        removed.append("ai_monthly_budget_usd")
     if business_facts is not None:
         if len(business_facts) > 4000:
             raise click.UsageError("--business-facts holds at most 4000 characters")
         changes["business_facts"] = business_facts
+    if web_search_domains:
+        try:
+            changes[web_search.SETTING] = list(web_search.check_domains(list(web_search_domains)))
+        except ParloError as exc:
+            raise click.UsageError(f"--web-search-domain: {exc}") from None
+    if no_web_search:
+        removed.append(web_search.SETTING)
 
     async def run() -> dict[str, Any]:
         conn = await connect(database_url(_settings(ctx)))
@@ -226,21 +244,25 @@ def tenant_ai(ctx: click.Context, slug: str, auto_reply: bool | None, budget: fl
             if found is None:
                 raise NotFound(f"no tenant {slug!r} (see `parlo tenant list`)")
             async with conn.transaction():
-                if changes or no_budget:
+                if changes or removed:
                     await conn.execute("UPDATE tenants SET settings = (settings || $2::jsonb) - $3::text[] WHERE id = $1",
-                                       found.id, changes, ["ai_monthly_budget_usd"] if no_budget else [])
+                                       found.id, changes, removed)
                     await conn.execute("INSERT INTO audit_log (tenant_id, actor, action, subject, details) "
                                        "VALUES ($1, 'cli', 'tenant.ai', $2, $3)", found.id, slug,
-                                       {**changes, **({"budget": None} if no_budget else {})})
+                                       {**changes, **({"budget": None} if no_budget else {}),
+                                        **({web_search.SETTING: None} if no_web_search else {})})
                 settings = await conn.fetchval("SELECT settings FROM tenants WHERE id = $1", found.id)
-            return {k: settings.get(k) for k in ("ai_auto_reply", "ai_monthly_budget_usd", "business_facts")}
+            shown = {k: settings.get(k) for k in ("ai_auto_reply", "ai_monthly_budget_usd", "business_facts")}
+            return {**shown, "web": web_search.tenant_domains(settings, found.id)}
         finally:
             await conn.close()
 
     shown = asyncio.run(run())
     budget_shown = shown["ai_monthly_budget_usd"]
-    out.print(f"{slug}: auto-replies {'on' if shown['ai_auto_reply'] else 'off'}, monthly budget "
-              f"{'none' if budget_shown is None else f'{budget_shown} USD'}")
+    sites = ", ".join(shown["web"])
+    click.echo(f"{slug}: auto-replies {'on' if shown['ai_auto_reply'] else 'off'}, monthly budget "
+               f"{'none' if budget_shown is None else f'{budget_shown} USD'}, "
+               f"web search {f'on ({sites})' if sites else 'off'}")
 
 
 # --- database ------------------------------------------------------------------------------------

@@ -30,8 +30,10 @@ def _price(input: str, output: str, cache_write: str, cache_read: str) -> ModelP
 
 
 # USD per million tokens (input, output, 5-minute cache write, cache read), as the providers'
-# pricing pages list them; PARLO_AI_PRICES overrides or adds entries (JSON), e.g.
-# {"my-model": {"input": 0.2, "output": 0.8, "cache_write": 0.2, "cache_read": 0.02}}.
+# pricing pages list them, and USD per web search ("web_search", 0.01 unless given: Anthropic's
+# $10 per 1,000); PARLO_AI_PRICES overrides or adds entries (JSON), e.g.
+# {"my-model": {"input": 0.2, "output": 0.8, "cache_write": 0.2, "cache_read": 0.02}}
+# or {"claude-sonnet-4-6": {…, "web_search": 0.012}}.
 DEFAULT_AI_PRICES: dict[str, ModelPrice] = {
     "claude-haiku-4-5": _price("1", "5", "1.25", "0.10"),
     "claude-sonnet-4-6": _price("3", "15", "3.75", "0.30"),

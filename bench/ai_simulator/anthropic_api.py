@@ -4,10 +4,14 @@ The stream is the documented sequence: ``message_start`` (usage with ``cache_cre
 and ``cache_read_input_tokens``), ``ping``, a ``thinking`` block (``thinking_delta``…,
 ``signature_delta``) when the reply thinks, a ``text`` block (``text_delta``…), ``message_delta``
 (stop_reason, cumulative usage), ``message_stop``; an ``error`` event mid-stream when scripted.
+With the web search tool and a reply that searches (``Reply.searches``), each search is a
+``server_tool_use`` block (its query as ``input_json_delta``) and a ``web_search_tool_result``
+block before the text, the text block opens with a ``citations_delta`` per cited page, and usage
+counts ``server_tool_use.web_search_requests`` (``web_search.py``).
 
-Cache accounting follows the API's rule: a block with ``cache_control`` ends a prefix (system,
-then messages); a prefix seen before is read from the cache, a new one is written, and prefixes
-shorter than ``min_cache_tokens`` are never cached.
+Cache accounting follows the API's rule: a block with ``cache_control`` ends a prefix (tools,
+system, then messages); a prefix seen before is read from the cache, a new one is written, and
+prefixes shorter than ``min_cache_tokens`` are never cached.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from typing import Any
 
 from aiohttp import web
 
+from bench.ai_simulator import web_search
 from bench.ai_simulator.state import AIState, Reply
 from bench.ai_simulator.text import chunks, tokens
 from bench.ai_simulator.wire import EventStream, Rejected, bearer, check_key, handler, new_id
@@ -104,13 +109,15 @@ def _validate(request: web.Request, body: dict[str, Any]) -> tuple[str, int, lis
     return model, max_tokens, blocks, last_user
 
 
-def cache_usage(state: AIState, model: str, blocks: list[tuple[str, bool]]) -> dict[str, int]:
+def cache_usage(state: AIState, model: str, blocks: list[tuple[str, bool]], tools: Any = None) -> dict[str, int]:
     counts = [tokens(text) for text, _ in blocks]
     total = sum(counts)
     with state.lock:
         minimum = state.min_cache_tokens
     prefixes: list[tuple[str, int]] = []  # (key, tokens) of each cacheable prefix, shortest first
     digest = hashlib.sha256(model.encode())
+    if tools:  # the tools come first in the prefix: other tools, another cache entry
+        digest.update(b"\x01" + json.dumps(tools, sort_keys=True).encode())
     running = 0
     for (text, cached), count in zip(blocks, counts, strict=True):
         digest.update(b"\x00" + text.encode())
@@ -144,21 +151,31 @@ def routes(state: AIState) -> list[web.RouteDef]:
     async def messages(request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
         check_key(state, "anthropic", request.headers.get("x-api-key") or bearer(request))
         model, max_tokens, blocks, last_user = _validate(request, body)
-        usage = cache_usage(state, model, blocks)
+        tool = web_search.tool_from(body)
+        usage = cache_usage(state, model, blocks, body.get("tools"))
         reply = state.next_reply(last_user)
         thinking, text, stop = _plan(reply, max_tokens)
-        output_tokens = len(thinking) + len(text)
+        searches = web_search.run(state, tool, reply.searches) if tool is not None and reply.searches else []
+        pages = web_search.cited(searches)
+        output_tokens = len(thinking) + len(text) + web_search.query_tokens(searches)
+        final_usage: dict[str, Any] = {**usage, "input_tokens": usage["input_tokens"] + web_search.result_tokens(searches),
+                                       "output_tokens": output_tokens}
+        if tool is not None:
+            final_usage["server_tool_use"] = {"web_search_requests": web_search.counted(searches), "web_fetch_requests": 0}
         message_id = new_id("msg_sim")
         request_id = new_id("req_sim")
         if not body.get("stream"):
             content: list[dict[str, Any]] = []
             if thinking:
                 content.append({"type": "thinking", "thinking": "".join(thinking), "signature": _signature(thinking)})
-            content.append({"type": "text", "text": "".join(text)})
+            for search in searches:
+                content += [web_search.tool_use_block(search), web_search.result_block(search)]
+            content.append({"type": "text", "text": "".join(text),
+                            **({"citations": [web_search.citation(p) for p in pages]} if pages else {})})
             return web.json_response({
                 "id": message_id, "type": "message", "role": "assistant", "model": model, "content": content,
                 "stop_reason": stop, "stop_sequence": None,
-                "usage": {**usage, "output_tokens": output_tokens, "service_tier": "standard"},
+                "usage": {**final_usage, "service_tier": "standard"},
             }, headers={"request-id": request_id})
 
         with state.lock:
@@ -190,7 +207,22 @@ def routes(state: AIState) -> list[web.RouteDef]:
                 await send("content_block_delta", {"index": index, "delta": {"type": "signature_delta", "signature": _signature(thinking)}})
                 await send("content_block_stop", {"index": index})
                 index += 1
-            await send("content_block_start", {"index": index, "content_block": {"type": "text", "text": ""}})
+            for search in searches:
+                await send("content_block_start", {"index": index, "content_block": {
+                    **web_search.tool_use_block(search), "input": {}}})
+                for part in web_search.query_json(search):
+                    await send("content_block_delta", {"index": index,
+                                                       "delta": {"type": "input_json_delta", "partial_json": part}})
+                await send("content_block_stop", {"index": index})
+                await out.delta_pause()  # the search runs
+                await send("content_block_start", {"index": index + 1, "content_block": web_search.result_block(search)})
+                await send("content_block_stop", {"index": index + 1})
+                index += 2
+            await send("content_block_start", {"index": index, "content_block": {
+                "type": "text", "text": "", **({"citations": []} if pages else {})}})
+            for page in pages:
+                await send("content_block_delta", {"index": index, "delta": {"type": "citations_delta",
+                                                                             "citation": web_search.citation(page)}})
             for n, piece in enumerate(text):
                 if reply.error_after is not None and n == reply.error_after:
                     await send("error", {"error": {"type": reply.error_type, "message": "Overloaded"}})
@@ -199,8 +231,7 @@ def routes(state: AIState) -> list[web.RouteDef]:
                 await send("content_block_delta", {"index": index, "delta": {"type": "text_delta", "text": piece}})
                 out.record.deltas_sent += 1
             await send("content_block_stop", {"index": index})
-            await send("message_delta", {"delta": {"stop_reason": stop, "stop_sequence": None},
-                                         "usage": {**usage, "output_tokens": output_tokens}})
+            await send("message_delta", {"delta": {"stop_reason": stop, "stop_sequence": None}, "usage": final_usage})
             await send("message_stop", {})
 
         return await stream.run(produce)

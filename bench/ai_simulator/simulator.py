@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 
 from bench.ai_simulator import anthropic_api, openai_api, voyage_api
-from bench.ai_simulator.state import AIState, Api, Fault, RecordedRequest, Reply, StreamRecord
+from bench.ai_simulator.state import AIState, Api, Fault, RecordedRequest, Reply, StreamRecord, WebPage
 
 T = TypeVar("T")
 
@@ -193,8 +193,13 @@ class AISimulator:
         with self.state.lock:
             self.state.embedding_dim = value
 
+    def add_web_pages(self, *pages: WebPage) -> None:
+        """Pages a web search (Anthropic's server tool) can find, on the request's allowed domains."""
+        with self.state.lock:
+            self.state.web_pages.extend(pages)
+
     def reset(self) -> None:
-        """Forget records, script, faults, delays, keys and caches."""
+        """Forget records, script, faults, delays, keys, caches and web pages."""
         self.state.clear()
 
     # -- records ----------------------------------------------------------------------------------

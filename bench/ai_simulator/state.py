@@ -26,6 +26,9 @@ class Reply:
     with ``reasoning_style="inline"``, as llama.cpp and Ollama do without a reasoning parser).
     ``stall_s`` keeps the stream open and silent (pings only) before the first delta.
     ``error_after`` sends a mid-stream error event after that many text deltas.
+    ``searches``: the queries the model runs, in order, when the request offers Anthropic's web
+    search tool (ignored otherwise, and by the other APIs); the answer then cites the best pages
+    found (``AIState.web_pages`` on the allowed domains).
     """
 
     text: str
@@ -35,6 +38,17 @@ class Reply:
     stall_s: float = 0.0
     error_after: int | None = None
     error_type: str = "overloaded_error"
+    searches: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class WebPage:
+    """A page of the simulated web, found by a search that shares words with it."""
+
+    url: str
+    title: str
+    text: str
+    page_age: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +95,7 @@ class AIState:
         self.requests: list[RecordedRequest] = []
         self.streams: list[StreamRecord] = []
         self.cached_prefixes: set[str] = set()
+        self.web_pages: list[WebPage] = []
         self.generation = 0  # bumped by clear(): requests begun before it take nothing scripted after it
 
     def next_reply(self, prompt: str) -> Reply:
@@ -139,3 +154,4 @@ class AIState:
             self.requests.clear()
             self.streams.clear()
             self.cached_prefixes.clear()
+            self.web_pages.clear()

@@ -1,6 +1,7 @@
 """What the assistant is asked when an agent wants a draft, or a conversation an auto-reply: the
 customer's messages since the business last wrote (a burst of three is one question), the
-conversation before them as history, and the business's facts."""
+conversation before them as history, and the business's facts and the sites it lets the assistant
+search."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import asyncpg
 
 from engine.ai.pipeline import AskRequest
 from engine.ai.providers.base import ChatMessage
+from engine.ai.web_search import tenant_domains
 from engine.errors import Conflict
 from engine.inbox import conversations
 from engine.inbox.principal import Principal
@@ -19,13 +21,15 @@ HISTORY = 20
 
 
 async def tenant_context(conn: asyncpg.Connection | asyncpg.Pool, tenant_id: uuid.UUID) -> dict[str, Any]:
-    """The business's name and facts (tenants.settings) for the stable prompt prefix."""
+    """The business's name and facts (tenants.settings) for the stable prompt prefix, and the
+    sites its assistant may search (none: web search off)."""
     row = await conn.fetchrow("SELECT name, settings FROM tenants WHERE id = $1", tenant_id)
     if row is None:
-        return {"business": "our business", "business_facts": ""}
+        return {"business": "our business", "business_facts": "", "web_search_domains": ()}
     settings = row["settings"] or {}
     return {"business": settings.get("business_name") or row["name"],
-            "business_facts": str(settings.get("business_facts") or "")[:4000]}
+            "business_facts": str(settings.get("business_facts") or "")[:4000],
+            "web_search_domains": tenant_domains(settings, tenant_id)}
 
 
 async def conversation_request(conn: asyncpg.Connection, tenant_id: uuid.UUID, conversation_id: uuid.UUID, *,
@@ -64,7 +68,7 @@ def request_as_dict(request: AskRequest) -> dict[str, Any]:
             "conversation_id": str(request.conversation_id) if request.conversation_id else None,
             "history": [{"role": m.role, "text": m.text} for m in request.history], "business": request.business,
             "business_facts": request.business_facts, "purpose": request.purpose, "failures": request.failures,
-            "language": request.language}
+            "language": request.language, "web_search_domains": list(request.web_search_domains)}
 
 
 def request_from_dict(data: dict[str, Any]) -> AskRequest:
@@ -73,4 +77,4 @@ def request_from_dict(data: dict[str, Any]) -> AskRequest:
                       history=[ChatMessage(m["role"], m["text"]) for m in data.get("history", [])],
                       business=data.get("business") or "our business", business_facts=data.get("business_facts") or "",
                       purpose=data.get("purpose", "ask"), failures=int(data.get("failures", 0)),
-                      language=data.get("language"))
+                      language=data.get("language"), web_search_domains=tuple(data.get("web_search_domains") or ()))

@@ -1,16 +1,25 @@
 """The usage and cost ledger: every pipeline run and every model call in it, per tenant, with the
-cache tokens apart, written after the run (also after a cancelled or failed one)."""
+cache tokens apart, written after the run (also after a cancelled or failed one).
+
+A web page an answer cites has no chunk, but ``ai_run_sources``' primary key includes ``chunk_id``
+(so it cannot be NULL): it is kept as source ``web:<hostname>`` with chunk 0, an id no knowledge
+chunk has (they count from 1), one row per site and run. Web searches have no column of their
+own in ``ai_usage``: their price is in the call's ``cost_usd``.
+"""
 
 from __future__ import annotations
 
 import uuid
 from datetime import datetime, timezone
 from typing import Any
+from urllib.parse import urlsplit
 
 import asyncpg
 
 from engine.ai.pipeline import RunRecord
 from engine.db.queries import sql
+
+WEB_CHUNK = 0  # the chunk id of a cited web page (see above)
 
 
 class PostgresLedger:
@@ -29,7 +38,17 @@ class PostgresLedger:
                     for c in run.calls])
             if run.citations:
                 await conn.executemany(sql("ai", "insert_source"), [
-                    (run.tenant_id, run.id, c["source"], c["chunk_id"]) for c in run.citations])
+                    (run.tenant_id, run.id, *_source_key(c)) for c in run.citations])
+
+
+def _source_key(citation: dict[str, Any]) -> tuple[str, int]:
+    if citation["chunk_id"] is not None:
+        return citation["source"], citation["chunk_id"]
+    try:
+        host = urlsplit(citation.get("url") or "").hostname
+    except ValueError:  # a provider's malformed URL still leaves a row
+        host = None
+    return (f"web:{host}" if host else str(citation["source"]))[:200], WEB_CHUNK
 
 
 async def month_spend(conn: asyncpg.Connection | asyncpg.Pool, tenant_id: uuid.UUID,

@@ -3,11 +3,17 @@
     context → route (local classifier; a cheap model only when unsure) → handler → retrieval
     → generation (a model, or the offline extractive responder) → ledger
 
-It yields progress events (``classifying``, ``searching``, ``found``, ``generating``), text deltas
-and one final event, and it is the same generator for an agent's draft (SSE to the inbox), for
-``parlo ask`` and for a ConversationShard's auto-reply. Closing it (``aclose()``: the cancel
-button, a disconnected browser, a newer customer message) closes the provider's stream at once;
-the run is still written to the ledger as ``cancelled`` with what it had spent.
+It yields progress events (``classifying``, ``searching``, ``found``, ``generating``, and
+``searching_web`` when the model searches the business's sites), text deltas and one final event,
+and it is the same generator for an agent's draft (SSE to the inbox), for ``parlo ask`` and for a
+ConversationShard's auto-reply. Closing it (``aclose()``: the cancel button, a disconnected
+browser, a newer customer message) closes the provider's stream at once; the run is still written
+to the ledger as ``cancelled`` with what it had spent.
+
+Web search is off unless the tenant names its sites (``AskRequest.web_search_domains``) and the
+answer provider runs searches itself (``web_search``): then a knowledge answer may search those
+sites, when the documents do not answer. The pages it cites follow the documents in the final
+event's citations (``source: "web"``), and the searches are part of the call's cost.
 """
 
 from __future__ import annotations
@@ -24,13 +30,14 @@ from typing import Any, Protocol
 import numpy as np
 
 from engine.ai import responder
-from engine.ai.handlers import BASE_INSTRUCTIONS, LANGUAGE_NAMES, OFFLINE_REPLIES, ROUTER_PROMPT, SPECS
+from engine.ai.handlers import (BASE_INSTRUCTIONS, LANGUAGE_NAMES, OFFLINE_REPLIES, ROUTER_PROMPT, SPECS,
+                                WEB_SEARCH_INSTRUCTIONS, WEB_SEARCH_MAX_USES)
 from engine.ai.knowledge.embeddings import Embedder, in_model_thread
 from engine.ai.knowledge.extract import drop_instructions
 from engine.ai.knowledge.indexes import Passage
 from engine.ai.language import detect
 from engine.ai.providers.base import (ChatMessage, ChatProvider, ChatRequest, ProviderError, SystemBlock, TextDelta,
-                                      Usage)
+                                      Usage, WebCitation, WebSearch, WebSearchStarted, offers_web_search)
 from engine.ai.routing import Handler, LocalRouter
 
 Event = dict[str, Any]
@@ -52,6 +59,7 @@ class AskRequest:
     purpose: str = "ask"          # auto | draft | ask
     failures: int = 0             # consecutive failed AI answers in this conversation
     language: str | None = None   # None: detected from the text
+    web_search_domains: Sequence[str] = ()  # the sites a knowledge answer may search (none: off)
 
 
 @dataclass(slots=True)
@@ -65,7 +73,8 @@ class CallUsage:
         u = self.usage
         return {"call": self.call, "provider": self.provider, "model": u.model, "input_tokens": u.input_tokens,
                 "output_tokens": u.output_tokens, "cache_write_tokens": u.cache_write_tokens,
-                "cache_read_tokens": u.cache_read_tokens, "cost_usd": round(self.cost_usd, 6)}
+                "cache_read_tokens": u.cache_read_tokens, "web_search_requests": u.web_search_requests,
+                "cost_usd": round(self.cost_usd, 6)}
 
 
 @dataclass(slots=True)
@@ -93,7 +102,8 @@ class RunRecord:
 
     def usage_summary(self) -> dict[str, Any]:
         total = {k: sum(getattr(c.usage, k) for c in self.calls)
-                 for k in ("input_tokens", "output_tokens", "cache_write_tokens", "cache_read_tokens")}
+                 for k in ("input_tokens", "output_tokens", "cache_write_tokens", "cache_read_tokens",
+                           "web_search_requests")}
         return {**total, "cost_usd": round(self.cost_usd, 6), "calls": [c.as_dict() for c in self.calls]}
 
 
@@ -172,13 +182,14 @@ class Assistant:
             async for event in self._stream_fixed(final_text):
                 yield event
         elif handler is Handler.KNOWLEDGE or (self.answer_provider is not None and spec.max_tokens > 0):
-            final_text, citations = "", []
-            async with contextlib.aclosing(self._generate(request, text, language, handler, passages, record)) as gen:
+            final_text, citations, web = "", [], []
+            async with contextlib.aclosing(self._generate(request, text, language, handler, passages, record, web)) as gen:
                 async for event in gen:
                     if event["type"] == "delta":
                         final_text += event["text"]
                     yield event
             final_text, citations = _cite(final_text, passages)
+            citations += _web_citations(web)
         else:
             final_text, citations = OFFLINE_REPLIES[handler][language], []
             async for event in self._stream_fixed(final_text):
@@ -226,7 +237,8 @@ class Assistant:
         return Handler(label).value
 
     async def _generate(self, request: AskRequest, text: str, language: str, handler: Handler,
-                        passages: Sequence[Passage], record: RunRecord) -> AsyncIterator[Event]:
+                        passages: Sequence[Passage], record: RunRecord, web: list[WebCitation]) -> AsyncIterator[Event]:
+        """The model's answer as events; the web pages it cites are appended to ``web``."""
         assert self.answer_provider is not None
         spec = SPECS[handler]
         stable = BASE_INSTRUCTIONS.format(business=request.business, language_name=LANGUAGE_NAMES[language])
@@ -237,11 +249,20 @@ class Assistant:
             documents = "\n\n".join(f"[{i}] {p.title} ({p.source})\n{p.text}" for i, p in enumerate(passages, 1))
             system.append(SystemBlock(f"<documents>\n{documents or '(none found)'}\n</documents>"))
         messages = [*request.history[-10:], ChatMessage("user", text)]
-        chat = ChatRequest(system, messages, max_tokens=spec.max_tokens, model=self.answer_model)
+        search = None
+        if handler is Handler.KNOWLEDGE and request.web_search_domains and offers_web_search(self.answer_provider):
+            domains = tuple(request.web_search_domains)
+            search = WebSearch(domains, max_uses=WEB_SEARCH_MAX_USES,
+                               instructions=WEB_SEARCH_INSTRUCTIONS.format(domains=", ".join(domains)))
+        chat = ChatRequest(system, messages, max_tokens=spec.max_tokens, model=self.answer_model, web_search=search)
         async with contextlib.aclosing(self.answer_provider.stream(chat)) as stream:  # type: ignore[type-var]
             async for event in stream:
                 if isinstance(event, TextDelta):
                     yield {"type": "delta", "text": event.text}
+                elif isinstance(event, WebSearchStarted):
+                    yield {"type": "progress", "stage": "searching_web"}
+                elif isinstance(event, WebCitation):
+                    web.append(event)
                 elif isinstance(event, Usage):
                     record.calls.append(CallUsage("answer", self.answer_provider.name, event,
                                                   self.price(self.answer_provider.name, event)))
@@ -265,6 +286,14 @@ class Assistant:
 
 def _citation(p: Passage) -> dict[str, Any]:
     return {"source": p.source, "title": p.title, "url": p.url, "chunk_id": p.chunk_id}
+
+
+def _web_citations(cited: Sequence[WebCitation]) -> list[dict[str, Any]]:
+    """The web pages an answer cites, each once, in the order first cited."""
+    out: dict[str, dict[str, Any]] = {}
+    for c in cited:
+        out.setdefault(c.url, {"source": "web", "title": c.title or c.url, "url": c.url, "chunk_id": None})
+    return list(out.values())
 
 
 def _cite(text: str, passages: Sequence[Passage]) -> tuple[str, list[dict[str, Any]]]:

@@ -1,8 +1,10 @@
 """What a model call costs, from prices kept in configuration (``PARLO_AI_PRICES``), never in code.
 
 Prices are USD per million tokens for the four ways a token is billed: plain input, output, input
-written to the prompt cache, input read from it. A :class:`~engine.ai.providers.base.Usage`
-already splits its tokens that way, so the cost is four products and a sum, in ``Decimal``.
+written to the prompt cache, input read from it; and USD per web search, which providers bill
+apart from tokens (Anthropic: $10 per 1,000 searches). A :class:`~engine.ai.providers.base.Usage`
+already splits its tokens that way and counts its searches, so the cost is five products and a
+sum, in ``Decimal``.
 """
 
 from __future__ import annotations
@@ -17,11 +19,13 @@ if TYPE_CHECKING:
     from engine.ai.providers.base import Usage
 
 MTOK = Decimal(1_000_000)
+WEB_SEARCH_USD = Decimal("0.01")  # Anthropic's web search: $10 per 1,000 searches
 
 
 class ModelPrice(BaseModel):
     """USD per million tokens. ``cache_write`` is the 5-minute cache write; providers that
-    charge nothing extra for it (OpenAI) set it equal to ``input``."""
+    charge nothing extra for it (OpenAI) set it equal to ``input``. ``web_search``: USD per search
+    the provider ran for the call."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -29,13 +33,14 @@ class ModelPrice(BaseModel):
     output: Decimal = Field(ge=0)
     cache_write: Decimal = Field(ge=0)
     cache_read: Decimal = Field(ge=0)
+    web_search: Decimal = Field(default=WEB_SEARCH_USD, ge=0)
 
 
 def cost(usage: Usage, price: ModelPrice) -> Decimal:
     """USD for one call."""
     total = (usage.input_tokens * price.input + usage.output_tokens * price.output
              + usage.cache_write_tokens * price.cache_write + usage.cache_read_tokens * price.cache_read)
-    return total / MTOK
+    return total / MTOK + usage.web_search_requests * price.web_search
 
 
 def price_for(model: str, prices: Mapping[str, ModelPrice]) -> ModelPrice | None:

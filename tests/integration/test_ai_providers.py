@@ -1,18 +1,21 @@
 """The providers through the official SDKs, against local servers speaking each real wire protocol
 (``bench.ai_simulator``): streaming order, thinking and reasoning filtered, usage with prompt-cache
 reads and writes, the retry decision per status, cancel closing the HTTP stream, timeouts, the
-fallback chain, embeddings and rerank."""
+fallback chain, Anthropic's web search (the tool sent only when asked, citations, searches
+counted, never to a provider without it), embeddings and rerank."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from bench.ai_simulator import AISimulator, Reply
+from bench.ai_simulator import AISimulator, Reply, WebPage
 from bench.ai_simulator.text import tokens
 from engine.ai.providers.anthropic import AnthropicChat
-from engine.ai.providers.base import ChatEvent, ChatMessage, ChatRequest, ProviderError, SystemBlock, TextDelta, Usage
+from engine.ai.providers.base import (ChatEvent, ChatMessage, ChatRequest, ProviderError, SystemBlock, TextDelta, Usage,
+                                      WebCitation, WebSearch, WebSearchStarted)
 from engine.ai.providers.chain import ChainError, FallbackChain
 from engine.ai.providers.embeddings import OpenAIEmbeddings, VoyageEmbeddings, VoyageReranker
 from engine.ai.providers.openai_chat import OpenAIChat
@@ -183,6 +186,139 @@ async def test_anthropic_max_tokens_stop_reason(sim: AISimulator, claude: Anthro
     sim.script("uno due tre quattro cinque sei")
     deltas, [usage] = await collect(claude.stream(ask(max_tokens=3)))
     assert "".join(deltas) == "uno due tre " and usage.stop_reason == "max_tokens"
+
+
+# -- Anthropic web search (the server tool) --------------------------------------------------------
+
+SITES = WebSearch(("ottica-blu.it", "fornitore.example.com"), max_uses=2,
+                  instructions="Web search: only on ottica-blu.it and fornitore.example.com.")
+GARANZIA = WebPage("https://www.ottica-blu.it/garanzia", "Garanzia | Ottica Blu",
+                   "Le montature hanno una garanzia di due anni dalla data di acquisto.")
+PROGRESSIVE = WebPage("https://shop.fornitore.example.com/lenti/progressive", "Lenti progressive",
+                      "Le lenti progressive arrivano in negozio in cinque giorni lavorativi.")
+# shares more words with the queries than the shop's own page, but is not on an allowed site
+ELSEWHERE = WebPage("https://concorrente.example.net/garanzia", "Garanzia montature lenti progressive",
+                    "garanzia montature due anni, lenti progressive in cinque giorni, garanzia montature")
+
+
+def searching(text: str = "Quanto dura la garanzia delle montature?", *, search: WebSearch = SITES,
+              model: str = "claude-sonnet-4-6") -> ChatRequest:
+    return dataclasses.replace(ask(text, system=(SystemBlock("Sei l'assistente.", cache=True),), model=model),
+                               web_search=search)
+
+
+async def events_of(stream: AsyncIterator[ChatEvent]) -> list[ChatEvent]:
+    return [event async for event in stream]
+
+
+async def test_anthropic_sends_the_web_search_tool_only_when_asked(sim: AISimulator, claude: AnthropicChat) -> None:
+    assert claude.web_search
+    await events_of(claude.stream(ask(system=(SystemBlock("Sei l'assistente.", cache=True),))))
+    await events_of(claude.stream(searching()))
+    await events_of(claude.stream(searching(search=WebSearch((), instructions="nothing to search"))))
+
+    plain, offered, empty = (r.body for r in sim.requests("anthropic"))
+    assert "tools" not in plain and len(plain["system"]) == 1
+    assert offered["tools"] == [{"type": "web_search_20250305", "name": "web_search", "max_uses": 2,
+                                 "allowed_domains": ["ottica-blu.it", "fornitore.example.com"]}]
+    assert offered["system"] == [  # the instructions close the prompt; the cached prefix is untouched
+        {"type": "text", "text": "Sei l'assistente.", "cache_control": {"type": "ephemeral"}},
+        {"type": "text", "text": SITES.instructions},
+    ]
+    assert "tools" not in empty and len(empty["system"]) == 1  # no site, no tool, no words about it
+
+
+async def test_anthropic_web_search_yields_the_search_then_cited_text_and_counts_it(
+        sim: AISimulator, claude: AnthropicChat) -> None:
+    sim.add_web_pages(GARANZIA, PROGRESSIVE, ELSEWHERE)
+    answer = "Le montature sono garantite per due anni."
+    sim.script(Reply(answer, thinking="SECRET the documents say nothing", searches=("garanzia montature",)),
+               Reply(answer, thinking="SECRET again"))
+
+    events = await events_of(claude.stream(searching()))
+    _, [no_search] = await collect(claude.stream(searching()))
+
+    assert [type(e) for e in events[:2]] == [WebSearchStarted, WebCitation]
+    assert events[1] == WebCitation(GARANZIA.url, GARANZIA.title, GARANZIA.text[:150])  # never the other site
+    deltas = [e.text for e in events if isinstance(e, TextDelta)]
+    assert "".join(deltas) == answer
+    assert not any("SECRET" in d or "query" in d for d in deltas)  # thinking and the search's input stay hidden
+    usage = events[-1]
+    assert isinstance(usage, Usage) and usage.web_search_requests == 1 and usage.stop_reason == "end_turn"
+    assert usage.input_tokens == no_search.input_tokens + tokens(GARANZIA.title) + tokens(GARANZIA.text)  # results are read
+    assert no_search.web_search_requests == 0
+
+
+async def test_anthropic_counts_only_the_searches_that_ran(sim: AISimulator, claude: AnthropicChat) -> None:
+    sim.add_web_pages(GARANZIA, PROGRESSIVE, ELSEWHERE)
+    sim.script(Reply("Due anni di garanzia; le progressive in cinque giorni.",
+                     searches=("garanzia montature", "lenti progressive consegna", "terza ricerca")))
+
+    events = await events_of(claude.stream(searching()))
+
+    assert sum(isinstance(e, WebSearchStarted) for e in events) == 3  # the third is refused: max_uses_exceeded
+    assert [e.url for e in events if isinstance(e, WebCitation)] == [GARANZIA.url, PROGRESSIVE.url]  # a subdomain counts
+    usage = events[-1]
+    assert isinstance(usage, Usage) and usage.web_search_requests == 2
+
+
+@pytest.mark.parametrize(("search", "complaint"), [
+    (WebSearch(("ottica-blu.it",), max_uses=0), "max_uses: Input should be greater than or equal to 1"),
+    (WebSearch(("https://ottica-blu.it",)), "should not include the URL scheme"),
+])
+async def test_anthropic_a_malformed_web_search_tool_is_a_400_not_worth_retrying(
+        sim: AISimulator, claude: AnthropicChat, search: WebSearch, complaint: str) -> None:
+    with pytest.raises(ProviderError) as info:
+        await events_of(claude.stream(searching(search=search)))
+    assert (info.value.status, info.value.retryable) == (400, False)
+    assert "invalid_request_error" in str(info.value) and complaint in str(info.value)
+
+
+async def test_anthropic_aclose_during_a_searched_answer_closes_the_http_stream(
+        sim: AISimulator, claude: AnthropicChat) -> None:
+    sim.add_web_pages(GARANZIA)
+    sim.script(Reply(" ".join(f"parola{i}" for i in range(200)), searches=("garanzia montature",)))
+    sim.set_token_delay(0.02)
+    stream = claude.stream(searching())
+    seen = [await anext(stream) for _ in range(3)]  # type: ignore[call-overload]
+    await stream.aclose()  # type: ignore[attr-defined]
+
+    assert [type(e) for e in seen] == [WebSearchStarted, WebCitation, TextDelta]
+    assert await sim.until(lambda: sim.closed_early == 1, timeout=10)
+    assert not sim.streams[-1].finished
+
+
+async def test_openai_never_searches_and_never_reads_about_searching(sim: AISimulator, gpt: OpenAIChat) -> None:
+    assert not gpt.web_search
+    sim.add_web_pages(GARANZIA)
+    sim.script(Reply("Non ho questa informazione.", searches=("garanzia montature",)))
+
+    events = await events_of(gpt.stream(searching(model="gpt-5.4-mini")))
+
+    assert not any(isinstance(e, WebSearchStarted | WebCitation) for e in events)
+    usage = events[-1]
+    assert isinstance(usage, Usage) and usage.web_search_requests == 0
+    body = sim.requests("openai")[-1].body
+    assert "tools" not in body and "web_search_options" not in body
+    assert "Web search" not in body["messages"][0]["content"]
+
+
+async def test_chain_gives_the_fallback_the_request_without_the_tool(
+        sim: AISimulator, claude: AnthropicChat, gpt: OpenAIChat) -> None:
+    sim.add_web_pages(GARANZIA)
+    sim.fail_next(1, 529, api="anthropic")
+    sim.script(Reply("Non ho questa informazione: la metto in contatto con un collega.", searches=("garanzia",)))
+    chain = FallbackChain([(claude, "claude-sonnet-4-6"), (gpt, "gpt-5.4-mini")])
+    assert chain.web_search and not FallbackChain([(gpt, "gpt-5.4-mini"), (claude, "claude-sonnet-4-6")]).web_search
+
+    events = await events_of(chain.stream(searching()))
+
+    assert not any(isinstance(e, WebSearchStarted | WebCitation) for e in events)
+    [refused] = sim.requests("anthropic")
+    assert refused.status == 529 and refused.body["tools"][0]["type"] == "web_search_20250305"
+    fallback = sim.requests("openai")[-1].body
+    assert fallback["model"] == "gpt-5.4-mini" and "tools" not in fallback
+    assert SITES.instructions not in fallback["messages"][0]["content"]
 
 
 # -- the fallback chain over real SDKs -------------------------------------------------------------
@@ -437,3 +573,23 @@ async def test_simulator_json_answers_parse_with_the_official_sdks(sim: AISimula
     assert completion.choices[0].message.content == "Full answer." and completion.choices[0].finish_reason == "stop"
     assert completion.usage is not None and completion.usage.completion_tokens_details is not None
     assert completion.usage.completion_tokens_details.reasoning_tokens == 1
+
+
+async def test_simulator_json_answer_with_a_web_search_parses_with_the_sdk(sim: AISimulator) -> None:
+    import anthropic
+
+    sim.add_web_pages(GARANZIA, ELSEWHERE)
+    sim.script(Reply("Due anni.", searches=("garanzia montature",)))
+    claude_sdk = anthropic.AsyncAnthropic(api_key=ANTHROPIC_KEY, base_url=sim.anthropic_base_url, max_retries=0)
+    try:
+        message = await claude_sdk.messages.create(
+            model="claude-sonnet-4-6", max_tokens=64, messages=[{"role": "user", "content": "garanzia?"}],
+            tools=[{"type": "web_search_20250305", "name": "web_search", "allowed_domains": ["ottica-blu.it"]}])
+    finally:
+        await claude_sdk.close()
+    assert [b.type for b in message.content] == ["server_tool_use", "web_search_tool_result", "text"]
+    assert message.content[0].input == {"query": "garanzia montature"}  # type: ignore[union-attr]
+    assert [r.url for r in message.content[1].content] == [GARANZIA.url]  # type: ignore[union-attr]
+    text = message.content[2]
+    assert text.type == "text" and text.citations is not None and text.citations[0].url == GARANZIA.url
+    assert message.usage.server_tool_use is not None and message.usage.server_tool_use.web_search_requests == 1

@@ -5,11 +5,13 @@ and that closing it closes the provider's stream."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator, Sequence
 
 import pytest
 
-from engine.ai.providers.base import ChatEvent, ChatMessage, ChatRequest, ProviderError, TextDelta, Usage
+from engine.ai.providers.base import (ChatEvent, ChatMessage, ChatRequest, ProviderError, TextDelta, Usage, WebCitation,
+                                      WebSearch, WebSearchStarted)
 from engine.ai.providers.chain import ChainError, FallbackChain
 
 pytestmark = pytest.mark.unit
@@ -18,25 +20,31 @@ REQUEST = ChatRequest(system=(), messages=[ChatMessage("user", "ciao")], max_tok
 
 
 class Scripted:
-    """Yields ``deltas`` (a float is a pause), then raises ``error`` or ends with a Usage."""
+    """Yields ``deltas`` (a float is a pause, another event is yielded as it is), then raises
+    ``error`` or ends with a Usage."""
 
-    def __init__(self, name: str, deltas: Sequence[str | float] = ("ok",), error: ProviderError | None = None,
-                 usage: bool = True) -> None:
+    def __init__(self, name: str, deltas: Sequence[str | float | ChatEvent] = ("ok",), error: ProviderError | None = None,
+                 usage: bool = True, web_search: bool = False) -> None:
         self.name = name
         self.deltas = deltas
         self.error = error
         self.usage = usage
+        self.web_search = web_search
         self.models: list[str] = []
+        self.requests: list[ChatRequest] = []
         self.closed = 0
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[ChatEvent]:
         self.models.append(request.model)
+        self.requests.append(request)
         try:
             for item in self.deltas:
                 if isinstance(item, float):
                     await asyncio.sleep(item)
-                else:
+                elif isinstance(item, str):
                     yield TextDelta(item)
+                else:
+                    yield item
             if self.error is not None:
                 raise self.error
             if self.usage:
@@ -171,3 +179,52 @@ async def test_retry_after_is_honoured_only_for_the_same_provider_and_capped() -
 def test_an_empty_chain_is_refused() -> None:
     with pytest.raises(ValueError):
         FallbackChain([])
+
+
+# -- web search -----------------------------------------------------------------------------------
+
+SEARCHING = dataclasses.replace(REQUEST, web_search=WebSearch(("ottica.it",), instructions="cerca su ottica.it"))
+PAGE = WebCitation("https://ottica.it/orari", "Orari", "aperto il sabato")
+
+
+def test_the_chain_offers_web_search_only_when_its_first_provider_runs_it() -> None:
+    searcher, plain = Scripted("a", web_search=True), Scripted("b")
+    assert FallbackChain([(searcher, "m1"), (plain, "m2")]).web_search
+    assert not FallbackChain([(plain, "m2"), (searcher, "m1")]).web_search
+    assert not FallbackChain([(plain, "m2")]).web_search
+
+
+async def test_a_fallback_without_web_search_gets_the_request_without_the_tool() -> None:
+    searcher = Scripted("a", [], error=failure("a", 529, True), web_search=True)
+    plain = Scripted("b", ["dai documenti"])
+    events = [e async for e in FallbackChain([(searcher, "m1"), (plain, "m2")]).stream(SEARCHING)]
+    assert "".join(e.text for e in events if isinstance(e, TextDelta)) == "dai documenti"
+    assert searcher.requests[0].web_search == SEARCHING.web_search
+    assert plain.requests[0].web_search is None  # neither the tool nor its instructions
+
+
+async def test_a_web_citation_is_part_of_the_answer_so_there_is_no_switching_after_it() -> None:
+    searcher = Scripted("a", [WebSearchStarted(), PAGE], error=failure("a", None, True, "stream error"), web_search=True)
+    plain = Scripted("b", ["altra risposta"])
+    seen: list[ChatEvent] = []
+    with pytest.raises(ChainError) as info:
+        async for event in FallbackChain([(searcher, "m1"), (plain, "m2")]).stream(SEARCHING):
+            seen.append(event)
+    assert seen == [WebSearchStarted(), PAGE]
+    assert info.value.partial and plain.models == []
+
+
+async def test_a_search_before_the_first_token_moves_on_when_only_the_search_was_seen() -> None:
+    searcher = Scripted("a", [WebSearchStarted()], error=failure("a", 529, True), web_search=True)
+    plain = Scripted("b", ["dai documenti"])
+    events = [e async for e in FallbackChain([(searcher, "m1"), (plain, "m2")]).stream(SEARCHING)]
+    assert events[0] == WebSearchStarted() and isinstance(events[-1], Usage) and events[-1].model == "m2"
+
+
+async def test_a_web_search_gives_the_provider_a_fresh_first_token_clock() -> None:
+    searcher = Scripted("a", [0.3, WebSearchStarted(), 0.3, PAGE, "aperto"], web_search=True)
+    plain = Scripted("b", ["troppo presto"])
+    events = [e async for e in FallbackChain([(searcher, "m1"), (plain, "m2")], first_token_timeout_s=0.5)
+              .stream(SEARCHING)]
+    assert [e for e in events if isinstance(e, TextDelta)] == [TextDelta("aperto")]
+    assert plain.models == []

@@ -76,6 +76,16 @@ def test_environment_adds_and_overrides_prices(monkeypatch: pytest.MonkeyPatch) 
     assert prices["claude-sonnet-4-6"] == DEFAULT_AI_PRICES["claude-sonnet-4-6"]  # the rest stay
 
 
+def test_the_price_of_a_web_search_is_configured_with_the_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PARLO_AI_PRICES", '{"claude-sonnet-4-6": {"input": 3, "output": 15, "cache_write": 3.75,'
+                                          ' "cache_read": 0.3, "web_search": 0.012}}')
+    prices = load_settings().ai_prices
+    assert prices["claude-sonnet-4-6"].web_search == Decimal("0.012")
+    assert prices["claude-haiku-4-5"].web_search == Decimal("0.01")  # the default: $10 per 1,000 searches
+    usage = Usage(model="claude-sonnet-4-6", web_search_requests=3)
+    assert cost(usage, prices["claude-sonnet-4-6"]) == Decimal("0.036")
+
+
 def test_bad_prices_are_one_readable_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PARLO_AI_PRICES", '{"m": {"input": "cheap", "output": 1, "cache_write": 1, "cache_read": 1}}')
     with pytest.raises(ConfigError) as info:

@@ -9,7 +9,8 @@ import { readEvents } from "../lib/sse.js";
 import { errorText } from "../lib/format.js";
 import { Citations } from "./citations.js";
 
-const STAGES = ["classifying", "searching", "found", "generating"];
+// a web search starts while the answer is being written; listed before it so "writing" stays the active stage
+const STAGES = ["classifying", "searching", "found", "searching_web", "generating"];
 // "[1]" markers become citations in the final event; while streaming they are noise
 const MARKERS = /\s?\[\d+(?:,\s*\d+)*\]/g;
 

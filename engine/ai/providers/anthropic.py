@@ -5,6 +5,14 @@ The stable system blocks are sent as text blocks, and a block with ``cache=True`
 the next call. Only ``text_delta`` events become :class:`TextDelta`: thinking blocks
 (``thinking_delta``, ``signature_delta``) are never shown to customers or agents.
 
+Web search is Anthropic's server tool (``web_search_20250305``): when a request carries a
+:class:`WebSearch`, the tool goes with it (``allowed_domains``, ``max_uses``) and its instructions
+close the system prompt. The API runs the searches inside the same stream: a ``server_tool_use``
+block (its query as ``input_json_delta``, never shown) becomes :class:`WebSearchStarted`, the
+``web_search_tool_result`` block (encrypted page content) is skipped, and each
+``web_search_result_location`` in a text block's ``citations_delta`` becomes a
+:class:`WebCitation`. ``usage.server_tool_use.web_search_requests`` counts what is billed.
+
 Retries are the fallback chain's business, so the SDK's own are off (``max_retries=0``). The
 sampling temperature is not sent: the pinned SDK (API version 2026-10-21) no longer has it and the
 API refuses it with a 400. The SDK is imported when a provider is built (it takes ~1 s and
@@ -18,16 +26,20 @@ from typing import TYPE_CHECKING, Any
 
 import httpx2
 
-from engine.ai.providers.base import ChatEvent, ChatRequest, ProviderError, TextDelta, Usage
+from engine.ai.providers.base import (ChatEvent, ChatRequest, ProviderError, TextDelta, Usage, WebCitation,
+                                      WebSearchStarted)
 from engine.ai.providers.errors import redact, retry_after, status_error, transport_error
 
 if TYPE_CHECKING:
     import anthropic
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
+WEB_SEARCH_TOOL = "web_search_20250305"
 
 
 class AnthropicChat:
+    web_search = True  # the API runs web searches itself (a server tool)
+
     def __init__(self, *, api_key: str, base_url: str | None = None, timeout_s: float = 60.0, connect_timeout_s: float = 5.0,
                  name: str = "anthropic", client: anthropic.AsyncAnthropic | None = None) -> None:
         import anthropic
@@ -49,11 +61,18 @@ class AnthropicChat:
             "max_tokens": request.max_tokens,
             "messages": [{"role": m.role, "content": m.text} for m in request.messages],
         }
-        if request.system:
-            params["system"] = [
-                {"type": "text", "text": block.text, **({"cache_control": {"type": "ephemeral"}} if block.cache else {})}
-                for block in request.system
-            ]
+        system = [
+            {"type": "text", "text": block.text, **({"cache_control": {"type": "ephemeral"}} if block.cache else {})}
+            for block in request.system
+        ]
+        search = request.web_search
+        if search is not None and search.allowed_domains:
+            params["tools"] = [{"type": WEB_SEARCH_TOOL, "name": "web_search", "max_uses": search.max_uses,
+                                "allowed_domains": list(search.allowed_domains)}]
+            if search.instructions:  # last: the cached prefix before it stays as it was
+                system.append({"type": "text", "text": search.instructions})
+        if system:
+            params["system"] = system
         user_id = request.metadata.get("user_id")
         if user_id:  # an opaque id for abuse detection; never a name or a phone number
             params["metadata"] = {"user_id": user_id}
@@ -86,9 +105,18 @@ class AnthropicChat:
         try:
             async for event in events:
                 if event.type == "content_block_delta":
-                    if event.delta.type == "text_delta" and event.delta.text:
-                        yield TextDelta(event.delta.text)
-                    # thinking_delta, signature_delta, input_json_delta, citations_delta: not for people
+                    delta = event.delta
+                    if delta.type == "text_delta" and delta.text:
+                        yield TextDelta(delta.text)
+                    elif delta.type == "citations_delta" and delta.citation.type == "web_search_result_location":
+                        cited = delta.citation
+                        yield WebCitation(url=cited.url, title=cited.title or "", cited_text=cited.cited_text)
+                    # thinking_delta, signature_delta, input_json_delta (a search's query): not for people
+                elif event.type == "content_block_start":
+                    block = event.content_block
+                    if block.type == "server_tool_use" and block.name == "web_search":
+                        yield WebSearchStarted()
+                    # web_search_tool_result: encrypted page content, for the model only
                 elif event.type == "message_start":
                     model = event.message.model or model
                     usage = _counts(event.message.usage, usage)
@@ -110,7 +138,8 @@ class AnthropicChat:
             raise ProviderError(f"{self.name}: the stream ended before message_stop", provider=self.name, retryable=True)
         yield Usage(model=model, input_tokens=usage.get("input_tokens", 0), output_tokens=usage.get("output_tokens", 0),
                     cache_write_tokens=usage.get("cache_creation_input_tokens", 0),
-                    cache_read_tokens=usage.get("cache_read_input_tokens", 0), stop_reason=stop_reason)
+                    cache_read_tokens=usage.get("cache_read_input_tokens", 0), stop_reason=stop_reason,
+                    web_search_requests=usage.get("web_search_requests", 0))
 
 
 def _counts(source: object, previous: dict[str, int]) -> dict[str, int]:
@@ -119,4 +148,7 @@ def _counts(source: object, previous: dict[str, int]) -> dict[str, int]:
         value = getattr(source, name, None)
         if isinstance(value, int):
             out[name] = value
+    searches = getattr(getattr(source, "server_tool_use", None), "web_search_requests", None)
+    if isinstance(searches, int):
+        out["web_search_requests"] = searches
     return out

@@ -7,7 +7,12 @@ The rules, decided here once:
 * once a delta has been yielded, any failure is raised: two providers' answers are never spliced;
 * a non-retryable failure (400, 401, 403, 404) is raised at once: elsewhere it would fail alike;
 * nothing waits forever: no delta within ``first_token_timeout_s`` of the start counts as a
-  retryable failure, and no event within ``idle_timeout_s`` afterwards ends the stream.
+  retryable failure, and no event within ``idle_timeout_s`` afterwards ends the stream; a web
+  search the model starts gets a fresh ``first_token_timeout_s`` (the provider is running it);
+* a web citation is part of the answer: after one, as after a delta, there is no switching;
+* web search is offered only as far as it goes: the chain has it when its first provider has it,
+  and a provider without it is handed the request without the tool (and without the instructions
+  that come with it), so a fallback answers from the documents alone, as it always did.
 
 The error raised at the end lists every attempt, readably and without secrets.
 Closing the chain's iterator closes the provider's stream it is reading.
@@ -21,7 +26,8 @@ import dataclasses
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
-from engine.ai.providers.base import ChatEvent, ChatProvider, ChatRequest, ProviderError, TextDelta, Usage
+from engine.ai.providers.base import (ChatEvent, ChatProvider, ChatRequest, ProviderError, TextDelta, Usage,
+                                      WebCitation, WebSearchStarted, offers_web_search)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,15 +67,22 @@ class FallbackChain:
         self.backoff_s = backoff_s
         self.max_backoff_s = max_backoff_s
 
+    @property
+    def web_search(self) -> bool:
+        """True when the provider that answers (unless it fails) runs web searches."""
+        return offers_web_search(self.providers[0][0])
+
     async def stream(self, request: ChatRequest) -> AsyncIterator[ChatEvent]:
         attempts: list[Attempt] = []
         for position, (provider, model) in enumerate(self.providers):
             started = False
+            attempt = dataclasses.replace(request, model=model,
+                                          web_search=request.web_search if offers_web_search(provider) else None)
             try:
                 # aclosing: when our consumer closes us, the provider's stream is closed now, not at GC
-                async with contextlib.aclosing(self._attempt(provider, dataclasses.replace(request, model=model))) as events:
+                async with contextlib.aclosing(self._attempt(provider, attempt)) as events:
                     async for event in events:
-                        if isinstance(event, TextDelta):
+                        if isinstance(event, TextDelta | WebCitation):
                             started = True
                         yield event
                 return
@@ -104,12 +117,14 @@ class FallbackChain:
                     what = f"no reply within {self.first_token_timeout_s:g} s" if not seen_text else \
                         f"the stream stalled for {self.idle_timeout_s:g} s"
                     raise ProviderError(f"{provider.name}: {what}", provider=provider.name, retryable=True) from None
-                seen_text = seen_text or isinstance(event, TextDelta)
+                seen_text = seen_text or isinstance(event, TextDelta | WebCitation)
                 yield event
                 if isinstance(event, Usage):
                     return
                 if seen_text:  # restarted after the yield: our consumer's pace is not the provider's
                     deadline = loop.time() + self.idle_timeout_s
+                elif isinstance(event, WebSearchStarted):  # the provider searches before it writes
+                    deadline = loop.time() + self.first_token_timeout_s
         finally:
             aclose = getattr(events, "aclose", None)
             if aclose is not None:

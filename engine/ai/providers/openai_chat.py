@@ -28,6 +28,8 @@ _NO_KEY = "not-needed"
 
 
 class OpenAIChat:
+    web_search = False  # a request's WebSearch is ignored: the model answers from the documents
+
     def __init__(self, *, api_key: str | None = None, base_url: str | None = None, timeout_s: float = 60.0,
                  connect_timeout_s: float = 5.0, name: str = "openai",
                  max_tokens_field: Literal["max_completion_tokens", "max_tokens"] = "max_completion_tokens",

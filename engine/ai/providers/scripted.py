@@ -12,6 +12,8 @@ from engine.ai.providers.base import ChatEvent, ChatRequest, TextDelta, Usage
 
 
 class ScriptedChat:
+    web_search = False
+
     def __init__(self, reply: str | Callable[[ChatRequest], str], *, name: str = "scripted",
                  delay_s: float = 0.0) -> None:
         self.name = name
