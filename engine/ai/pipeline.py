@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import re
 import time
 import uuid
@@ -36,8 +37,8 @@ from engine.ai.knowledge.embeddings import Embedder, in_model_thread
 from engine.ai.knowledge.extract import drop_instructions
 from engine.ai.knowledge.indexes import Passage
 from engine.ai.language import detect
-from engine.ai.providers.base import (ChatMessage, ChatProvider, ChatRequest, ProviderError, SystemBlock, TextDelta,
-                                      Usage, WebCitation, WebSearch, WebSearchStarted, offers_web_search)
+from engine.ai.providers.base import (ChatMessage, ChatProvider, ChatRequest, ProviderError, Reranker, SystemBlock,
+                                      TextDelta, Usage, WebCitation, WebSearch, WebSearchStarted, offers_web_search)
 from engine.ai.routing import Handler, LocalRouter
 
 Event = dict[str, Any]
@@ -127,6 +128,9 @@ class Assistant:
     routers: Callable[[uuid.UUID], Awaitable[LocalRouter | None]] | None = None
     passages_k: int = 5
     offline_policy: responder.OfflinePolicy = field(default_factory=responder.OfflinePolicy)
+    # a cross-encoder (Voyage rerank) reorders the hybrid index's best ``rerank_depth`` passages
+    reranker: Reranker | None = None
+    rerank_depth: int = 20
 
     async def run(self, request: AskRequest) -> AsyncIterator[Event]:
         started = time.perf_counter()
@@ -156,8 +160,6 @@ class Assistant:
         try:
             await self.ledger(record)
         except Exception:  # the ledger must never break an answer; it logs its own failure
-            import logging
-
             logging.getLogger("parlo.ai").exception("ai run not recorded", extra={"run_id": str(record.id)})
 
     async def _run(self, request: AskRequest, record: RunRecord, started: float) -> AsyncIterator[Event]:
@@ -173,7 +175,7 @@ class Assistant:
         passages: list[Passage] = []
         if spec.retrieval:
             yield {"type": "progress", "stage": "searching"}
-            passages = await self.retrieve(request.tenant_id, text, vector, self.passages_k)
+            passages = await self._retrieve(request.tenant_id, text, vector, record)
             yield {"type": "progress", "stage": "found", "count": len(passages),
                    "sources": sorted({p.source for p in passages})}
         yield {"type": "progress", "stage": "generating"}
@@ -202,6 +204,22 @@ class Assistant:
                "handoff": handler is Handler.HANDOFF, "declined": record.status == "declined",
                "translated": self.answer_provider is not None or language == "it",
                "usage": record.usage_summary()}
+
+    async def _retrieve(self, tenant_id: uuid.UUID, text: str, vector: np.ndarray, record: RunRecord) -> list[Passage]:
+        """The best passages: the hybrid index's, reordered by the reranker when one is configured.
+        A reranker that fails costs nothing but its order: the hybrid one is kept."""
+        if self.reranker is None:
+            return await self.retrieve(tenant_id, text, vector, self.passages_k)
+        found = await self.retrieve(tenant_id, text, vector, max(self.rerank_depth, self.passages_k))
+        if len(found) <= 1:
+            return found
+        try:
+            ranked = await self.reranker.rerank(text, [f"{p.title}\n{p.text}" for p in found], top_k=self.passages_k)
+        except ProviderError as exc:
+            logging.getLogger("parlo.ai").warning("rerank failed, hybrid order kept",
+                                                  extra={"run_id": str(record.id), "error": str(exc)})
+            return found[:self.passages_k]
+        return [found[i] for i, _ in ranked]
 
     async def _route(self, text: str, vector: np.ndarray, request: AskRequest,
                      record: RunRecord) -> tuple[Handler, str, str]:

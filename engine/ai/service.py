@@ -21,7 +21,7 @@ from engine.ai.ledger import PostgresLedger
 from engine.ai.pipeline import Assistant, Retriever
 from engine.ai.prices import cost, price_for
 from engine.ai.providers.base import Usage
-from engine.ai.providers.factory import chat_chain
+from engine.ai.providers.factory import chat_chain, reranker
 from engine.ai.routing import LocalRouter, shipped_examples
 from engine.config import Settings
 
@@ -106,4 +106,4 @@ async def build_assistant(settings: Settings, pool: asyncpg.Pool, retrieve: Retr
     answer = chat_chain(settings, "answer")
     route = chat_chain(settings, "router")
     return Assistant(embedder, retrieve, router=router, answer_provider=answer, route_provider=route,
-                     price=pricer(settings), ledger=PostgresLedger(pool))
+                     price=pricer(settings), ledger=PostgresLedger(pool), reranker=reranker(settings))

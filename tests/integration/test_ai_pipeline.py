@@ -342,3 +342,53 @@ async def test_no_sites_or_no_searching_provider_means_no_tool_and_the_answer_of
         await pool.close()
         await claude.aclose()
         await gpt.aclose()
+
+
+async def test_a_configured_reranker_orders_the_passages_and_a_failing_one_keeps_the_hybrid_order(
+        db: asyncpg.Connection, database_url: str, e5: CachedEmbedder, sim: AISimulator) -> None:
+    from engine.ai.providers.embeddings import VoyageReranker
+
+    sim.reset()
+    tenant_id = await _kb_tenant(db, e5)
+    pool = await create_pool(database_url)
+    reranker = VoyageReranker(api_key="pa-test-rerank", base_url=sim.voyage_base_url)
+    question = "quanto costano le lenti progressive?"
+    try:
+        plain = ScriptedChat("Le progressive standard costano 249 € [1].")
+        hybrid = await _collect(_assistant(pool, e5, answer_provider=plain, answer_model="m"),
+                                AskRequest(tenant_id, question))
+        hybrid_docs = plain.requests[0].system[-1].text
+
+        model = ScriptedChat("Le progressive standard costano 249 € [1].")
+        assistant = _assistant(pool, e5, answer_provider=model, answer_model="m", reranker=reranker, rerank_depth=12)
+        events = await _collect(assistant, AskRequest(tenant_id, question))
+        assert events[-1]["type"] == "final" and events[-1]["citations"]
+        reranked_docs = model.requests[0].system[-1].text
+        rerank_calls = [r for r in sim.requests() if r.path.endswith("/rerank")]
+        assert len(rerank_calls) == 1
+        asked = rerank_calls[0].body
+        assert asked["query"] == question and len(asked["documents"]) == 12 and asked["top_k"] == assistant.passages_k
+        # the documents the model saw are the reranker's choice (the simulator scores by shared
+        # words), in its order, and that is not the order the hybrid index gave
+        ranked = sorted(range(12), key=lambda i: (-_relevance(question, asked["documents"][i]), i))
+        texts = [asked["documents"][i].split("\n", 1)[1] for i in ranked[:assistant.passages_k]]
+        positions = [reranked_docs.find(text) for text in texts]
+        assert -1 not in positions and positions == sorted(positions)
+        assert reranked_docs != hybrid_docs
+
+        sim.fail_next(1, 503, api="voyage")
+        failing = ScriptedChat("Le progressive standard costano 249 € [1].")
+        fallback = await _collect(_assistant(pool, e5, answer_provider=failing, answer_model="m", reranker=reranker),
+                                  AskRequest(tenant_id, question))
+        assert fallback[-1]["type"] == "final" and fallback[-1]["citations"]
+        assert failing.requests[0].system[-1].text == hybrid_docs  # the hybrid order, unchanged
+        assert hybrid[-1]["type"] == "final"
+    finally:
+        await reranker.aclose()
+        await pool.close()
+
+
+def _relevance(query: str, document: str) -> float:
+    from bench.ai_simulator.text import relevance
+
+    return relevance(query, document)
