@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from bench.simulator.server import json_response
-from bench.simulator.state import wa_id_of
+from bench.simulator.state import recipient_key
 
 if TYPE_CHECKING:
     from bench.simulator.simulator import Simulator
@@ -154,7 +154,8 @@ def admin_routes(sim: Simulator) -> list[web.RouteDef]:
                 "accept_rate_per_s": sim.accept_rate(),
                 "by_recipient": dict(sim.count_by_recipient()),
                 "failures_by_code": {str(k): v for k, v in Counter(a.error_code for a in tried if not a.accepted).items()},
-                "attempts_by_recipient": dict(Counter(wa_id_of(a.to) for a in tried if a.to)),
+                "attempts_by_recipient": dict(Counter(recipient_key(a.to or a.recipient or "") for a in tried
+                                                      if a.to or a.recipient)),
                 "webhook_deliveries": len(sim.webhook_deliveries),
             }
         )

@@ -64,6 +64,7 @@ CATALOG: dict[int, ErrorSpec] = {
         ErrorSpec(131051, "Unsupported message type", "Message type is currently not supported.", 400),
         ErrorSpec(131052, "Media download error", "Unable to download the media sent by the user.", 400),
         ErrorSpec(131053, "Media upload error", "Unable to upload the media used in the message.", 400),
+        ErrorSpec(131062, "Business-scoped User ID (BSUID) recipients are not supported for this message", "Business-scoped User ID recipients are not supported for this message.", 400),
         ErrorSpec(131056, "(Business Account, Consumer Account) pair rate limit hit", "Message failed to send because there were too many messages sent from this phone number to the same phone number in a short period of time.", 400, retryable=True),
         ErrorSpec(132000, "Number of parameters does not match the expected number of params", "The number of variable parameter values included in the request did not match the number of variable parameters defined in the template.", 400),
         ErrorSpec(132001, "Template name does not exist in the translation", "The template does not exist in the specified language or the template has not been approved.", 400),
@@ -145,6 +146,12 @@ def invalid_token() -> GraphError:
 
 def missing_parameter(name: str) -> GraphError:
     return GraphError(100, message=f"(#100) The parameter {name} is required.", details=f"The parameter {name} is required.")
+
+
+def missing_recipient() -> GraphError:
+    """A send with neither ``to`` (phone number) nor ``recipient`` (business-scoped user ID)."""
+    return GraphError(100, message="(#100) The parameter to is required.",
+                      details="The parameter to is required, or recipient for a business-scoped user ID.")
 
 
 def invalid_parameter(details: str) -> GraphError:

@@ -14,7 +14,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from bench.simulator.errors import GraphError
-from bench.simulator.state import wa_id_of
+from bench.simulator.state import recipient_key
 
 
 class OutageMode(enum.StrEnum):
@@ -129,11 +129,11 @@ class FaultPlan:
 
         Call only for a send that will be accepted, right before accepting it (no await between).
         """
-        wa_id = wa_id_of(to)
+        key = recipient_key(to)
         with self._lock:
             limits = self._limits
             phone_q = self._phone_window.setdefault(phone_number_id, deque())
-            pair_q = self._pair_window.setdefault((phone_number_id, wa_id), deque())
+            pair_q = self._pair_window.setdefault((phone_number_id, key), deque())
             while phone_q and now - phone_q[0] >= 1.0:
                 phone_q.popleft()
             while pair_q and now - pair_q[0] >= limits.recipient_window_s:
@@ -158,22 +158,22 @@ class FaultPlan:
         details: str | None = None,
     ) -> None:
         with self._lock:
-            self._recipients[wa_id_of(to)] = RecipientFailure(code, times, Delivery(via), details)
+            self._recipients[recipient_key(to)] = RecipientFailure(code, times, Delivery(via), details)
 
     def heal_recipient(self, to: str) -> None:
         with self._lock:
-            self._recipients.pop(wa_id_of(to), None)
+            self._recipients.pop(recipient_key(to), None)
 
     def take_recipient_failure(self, to: str) -> RecipientFailure | None:
-        wa_id = wa_id_of(to)
+        key = recipient_key(to)
         with self._lock:
-            failure = self._recipients.get(wa_id)
+            failure = self._recipients.get(key)
             if failure is None:
                 return None
             if failure.times_left is not None:
                 failure.times_left -= 1
                 if failure.times_left <= 0:
-                    del self._recipients[wa_id]
+                    del self._recipients[key]
             return RecipientFailure(failure.code, failure.times_left, failure.via, failure.details)
 
     # -- latency ----------------------------------------------------------------------------------

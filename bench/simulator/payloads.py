@@ -11,6 +11,13 @@ Three levels, composable for batches::
 
 ``inbound`` and ``status_webhook`` are shortcuts for the common one-message case. A wamid or
 timestamp left out is generated (unique wamid, current time); pass them to get fixed output.
+
+Business-scoped user ids (BSUIDs, ``"US.13491208655302741918"``), as Meta sends them since 2026:
+a message builder given a BSUID as sender makes the message of a user who hides their number
+behind a username (``from_user_id`` and no ``from``); ``with_user_id`` adds the BSUID to a message
+that keeps its phone number. ``messages_change`` lists each sender in ``contacts`` with whatever
+identifies them (``wa_id``, ``user_id``, ``profile.username``). A status of a send addressed by
+BSUID carries ``recipient_user_id`` and no ``recipient_id``.
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from bench.simulator.errors import webhook_error
-from bench.simulator.state import new_numeric_id, new_wamid
+from bench.simulator.state import is_bsuid, new_numeric_id, new_wamid
 
 Json = dict[str, Any]
 
@@ -32,10 +39,25 @@ def _ts(timestamp: int | float | None) -> str:
 
 
 def _base(from_: str, kind: str, wamid: str | None, timestamp: int | float | None, context: Json | None) -> Json:
-    message: Json = {"from": from_, "id": wamid or new_wamid(from_), "timestamp": _ts(timestamp), "type": kind}
+    # A BSUID as sender: a user whose username hides their number, named by from_user_id alone.
+    sender = "from_user_id" if is_bsuid(from_) else "from"
+    message: Json = {sender: from_, "id": wamid or new_wamid(from_), "timestamp": _ts(timestamp), "type": kind}
     if context is not None:
         message["context"] = context
     return message
+
+
+def with_user_id(message: Json, user_id: str, *, parent_user_id: str | None = None) -> Json:
+    """The message with its sender's BSUID beside the phone number, as Meta sends every message since 2026."""
+    message = {**message, "from_user_id": user_id}
+    if parent_user_id is not None:
+        message["from_parent_user_id"] = parent_user_id
+    return message
+
+
+def sender_of(message: Json) -> str:
+    """The key that names a message's sender in ``profile_names``/``usernames``: the BSUID if any, else the phone."""
+    return message.get("from_user_id") or message["from"]
 
 
 def reply_context(business_number: str, wamid: str) -> Json:
@@ -367,7 +389,7 @@ def unsupported_message(
 def status(
     wamid: str,
     state: str,
-    recipient_id: str,
+    recipient_id: str | None,
     *,
     timestamp: int | float | None = None,
     conversation_id: str | None = None,
@@ -377,13 +399,22 @@ def status(
     error_code: int | None = None,
     error_details: str | None = None,
     biz_opaque_callback_data: str | None = None,
+    recipient_user_id: str | None = None,
+    recipient_parent_user_id: str | None = None,
 ) -> Json:
     """One element of ``value.statuses``: ``state`` is sent, delivered, read, played or failed.
 
     ``sent`` carries the conversation's expiration; ``failed`` carries ``errors`` and no
-    conversation/pricing (Meta bills nothing for it).
+    conversation/pricing (Meta bills nothing for it). A message sent to a BSUID has
+    ``recipient_id=None`` (the phone is left out) and its ``recipient_user_id``.
     """
-    item: Json = {"id": wamid, "status": state, "timestamp": _ts(timestamp), "recipient_id": recipient_id}
+    item: Json = {"id": wamid, "status": state, "timestamp": _ts(timestamp)}
+    if recipient_id is not None:
+        item["recipient_id"] = recipient_id
+    if recipient_user_id is not None:
+        item["recipient_user_id"] = recipient_user_id
+    if recipient_parent_user_id is not None:
+        item["recipient_parent_user_id"] = recipient_parent_user_id
     if biz_opaque_callback_data is not None:
         item["biz_opaque_callback_data"] = biz_opaque_callback_data
     if state == "failed":
@@ -407,21 +438,54 @@ def metadata(phone_number_id: str, display_phone_number: str) -> Json:
     return {"display_phone_number": display_phone_number, "phone_number_id": phone_number_id}
 
 
+def contact(
+    *,
+    wa_id: str | None = None,
+    user_id: str | None = None,
+    name: str | None = None,
+    username: str | None = None,
+    parent_user_id: str | None = None,
+) -> Json:
+    """One element of a change's ``contacts``: the phone (``wa_id``) is left out for a user whose
+    username hides it, the BSUID (``user_id``) names them then."""
+    profile: Json = {}
+    if name is not None:
+        profile["name"] = name
+    if username is not None:
+        profile["username"] = username
+    item: Json = {"profile": profile}
+    for key, value in (("wa_id", wa_id), ("user_id", user_id), ("parent_user_id", parent_user_id)):
+        if value is not None:
+            item[key] = value
+    return item
+
+
+def _sender_contact(message: Json, names: dict[str, str], usernames: dict[str, str]) -> Json:
+    key = sender_of(message)
+    phone = message.get("from")
+    name = names.get(key) or (names.get(phone) if phone else None) or f"User {key[-4:]}"
+    username = usernames.get(key) or (usernames.get(phone) if phone else None)
+    return contact(wa_id=phone, user_id=message.get("from_user_id"), name=name, username=username,
+                   parent_user_id=message.get("from_parent_user_id"))
+
+
 def messages_change(
     phone_number_id: str,
     display_phone_number: str,
     messages: Sequence[Json],
     *,
     profile_names: dict[str, str] | None = None,
+    usernames: dict[str, str] | None = None,
     errors: Sequence[Json] | None = None,
 ) -> Json:
-    """A ``messages`` change with inbound messages; ``contacts`` lists each distinct sender once."""
-    names = profile_names or {}
-    senders = list(dict.fromkeys(m["from"] for m in messages))
+    """A ``messages`` change with inbound messages; ``contacts`` lists each distinct sender once.
+    ``profile_names`` and ``usernames`` are keyed by the sender's phone or BSUID."""
+    first_of_each = {sender_of(m): m for m in reversed(messages)}
+    senders = [first_of_each[key] for key in dict.fromkeys(sender_of(m) for m in messages)]
     value: Json = {
         "messaging_product": "whatsapp",
         "metadata": metadata(phone_number_id, display_phone_number),
-        "contacts": [{"profile": {"name": names.get(s, f"User {s[-4:]}")}, "wa_id": s} for s in senders],
+        "contacts": [_sender_contact(m, profile_names or {}, usernames or {}) for m in senders],
         "messages": list(messages),
     }
     if errors:
@@ -429,12 +493,18 @@ def messages_change(
     return {"value": value, "field": "messages"}
 
 
-def statuses_change(phone_number_id: str, display_phone_number: str, statuses: Sequence[Json]) -> Json:
+def statuses_change(
+    phone_number_id: str, display_phone_number: str, statuses: Sequence[Json], *, contacts: Sequence[Json] | None = None
+) -> Json:
+    """A ``messages`` change with statuses; ``contacts`` (see :func:`contact`) as Meta adds them to
+    sent/delivered/read statuses since the BSUID rollout, with the username on delivered and read."""
     value: Json = {
         "messaging_product": "whatsapp",
         "metadata": metadata(phone_number_id, display_phone_number),
-        "statuses": list(statuses),
     }
+    if contacts is not None:
+        value["contacts"] = list(contacts)
+    value["statuses"] = list(statuses)
     return {"value": value, "field": "messages"}
 
 
@@ -478,9 +548,12 @@ def inbound(
     phone_number_id: str,
     display_phone_number: str,
     profile_name: str | None = None,
+    username: str | None = None,
 ) -> Json:
-    names = {message["from"]: profile_name} if profile_name else None
-    return webhook(entry(waba_id, messages_change(phone_number_id, display_phone_number, [message], profile_names=names)))
+    names = {sender_of(message): profile_name} if profile_name else None
+    handles = {sender_of(message): username} if username else None
+    change = messages_change(phone_number_id, display_phone_number, [message], profile_names=names, usernames=handles)
+    return webhook(entry(waba_id, change))
 
 
 def status_webhook(
@@ -489,9 +562,10 @@ def status_webhook(
     waba_id: str,
     phone_number_id: str,
     display_phone_number: str,
+    contacts: Sequence[Json] | None = None,
 ) -> Json:
     items = [statuses] if isinstance(statuses, dict) else list(statuses)
-    return webhook(entry(waba_id, statuses_change(phone_number_id, display_phone_number, items)))
+    return webhook(entry(waba_id, statuses_change(phone_number_id, display_phone_number, items, contacts=contacts)))
 
 
 def template_status_webhook(waba_id: str, template_id: str, name: str, language: str, event: str = "APPROVED", **kwargs: Any) -> Json:
@@ -500,13 +574,14 @@ def template_status_webhook(waba_id: str, template_id: str, name: str, language:
 
 def status_sequence(
     wamid: str,
-    recipient_id: str,
+    recipient_id: str | None,
     *,
     states: Sequence[str] = ("sent", "delivered", "read"),
     start: int | None = None,
     conversation_id: str | None = None,
     category: str = "service",
     biz_opaque_callback_data: str | None = None,
+    recipient_user_id: str | None = None,
 ) -> list[Json]:
     """The statuses one outbound message goes through, one second apart, sharing one conversation id."""
     t0 = int(time.time()) if start is None else start
@@ -520,6 +595,7 @@ def status_sequence(
             conversation_id=conversation,
             category=category,
             biz_opaque_callback_data=biz_opaque_callback_data,
+            recipient_user_id=recipient_user_id,
         )
         for i, state in enumerate(states)
     ]

@@ -171,6 +171,7 @@ class GraphServer:
 
     def _attempt(self, phone_number_id: str, payload: dict[str, Any] | None, error: GraphError, fault: str) -> None:
         to = payload.get("to") if payload else None
+        recipient = payload.get("recipient") if payload else None
         kind = payload.get("type", "text") if payload else None
         self.state.record_attempt(
             Attempt(
@@ -182,6 +183,7 @@ class GraphServer:
                 http_status=error.status,
                 error_code=error.code,
                 fault=fault,
+                recipient=recipient if isinstance(recipient, str) else None,
             )
         )
 
@@ -201,27 +203,29 @@ class GraphServer:
             self.state.record_read(phone_number_id, validate_read(payload))
             return json_response({"success": True})
         try:
-            to, kind = validate_send(payload)
+            address, kind = validate_send(payload)
             if kind == "template":
                 self._check_template(phone, payload["template"])
         except GraphError as exc:
             self._attempt(phone_number_id, payload, exc, "validation")
             raise
         now = time.monotonic()
-        limited = self.faults.admit(phone_number_id, to, now)
+        limited = self.faults.admit(phone_number_id, address.key, now)
         if limited is not None:
             self._attempt(phone_number_id, payload, limited, "rate_limit" if limited.code == 130429 else "pair_rate_limit")
             raise limited
-        failure = self.faults.take_recipient_failure(to)
+        failure = self.faults.take_recipient_failure(address.key)
         if failure is not None and failure.via is Delivery.RESPONSE:
             error = GraphError(failure.code, details=failure.details)
             self._attempt(phone_number_id, payload, error, "recipient")
             raise error
 
-        wamid = new_wamid(to)
-        send = SendRecord(phone_number_id, to, wa_id_of(to), kind, payload, wamid, now)
+        wamid = new_wamid(address.key)
+        wa_id = wa_id_of(address.to) if address.to is not None else None
+        send = SendRecord(phone_number_id, address.to, wa_id, kind, payload, wamid, now, address.recipient)
         self.state.record_send(send)
-        self.state.record_attempt(Attempt(phone_number_id, to, kind, payload, now, 200, None, wamid, None))
+        self.state.record_attempt(Attempt(phone_number_id, address.to, kind, payload, now, 200, None, wamid, None,
+                                          address.recipient))
         if failure is not None:
             self.emitter.on_failed_async(send, failure.code, failure.details, phone.waba_id, phone.display_phone_number)
         else:
@@ -229,9 +233,10 @@ class GraphServer:
         message: dict[str, Any] = {"id": wamid}
         if kind == "template":
             message["message_status"] = "accepted"
-        return json_response(
-            {"messaging_product": "whatsapp", "contacts": [{"input": to, "wa_id": send.wa_id}], "messages": [message]}
-        )
+        # Meta names the recipient the way it was addressed: wa_id for a phone, user_id for a BSUID.
+        contact = {"input": address.to, "wa_id": wa_id} if address.to is not None else {
+            "input": address.recipient, "user_id": address.recipient}
+        return json_response({"messaging_product": "whatsapp", "contacts": [contact], "messages": [message]})
 
     def _check_template(self, phone: Phone, template: dict[str, Any]) -> None:
         if not self.strict_templates:

@@ -26,7 +26,7 @@ from aiohttp import web
 
 from bench.simulator.faults import Delivery, FaultPlan, OutageMode
 from bench.simulator.server import GraphServer
-from bench.simulator.state import Attempt, Phone, SendRecord, SimState, Template, WebhookDelivery, new_numeric_id, wa_id_of
+from bench.simulator.state import Attempt, Phone, SendRecord, SimState, Template, WebhookDelivery, new_numeric_id, recipient_key
 from bench.simulator.webhooks import AutoStatuses, WebhookEmitter, WebhookTarget
 
 T = TypeVar("T")
@@ -233,7 +233,8 @@ class Simulator:
         via: Delivery | str = Delivery.RESPONSE,
         details: str | None = None,
     ) -> None:
-        """Sends to ``to`` fail with ``code`` (forever, or the next ``times``), in the response or as a failed status."""
+        """Sends to ``to`` (a phone number or a BSUID) fail with ``code`` (forever, or the next ``times``),
+        in the response or as a failed status."""
         self.faults.fail_recipient(to, code, times=times, via=via, details=details)
 
     def heal_recipient(self, to: str) -> None:
@@ -302,14 +303,15 @@ class Simulator:
             return list(self.state.deliveries)
 
     def sends_to(self, to: str) -> list[SendRecord]:
-        wa_id = wa_id_of(to)
-        return self.state.sends_matching(lambda s: s.wa_id == wa_id)
+        """Accepted sends to a phone number (any formatting) or to a business-scoped user id."""
+        key = recipient_key(to)
+        return self.state.sends_matching(lambda s: s.recipient_key == key)
 
     def sends_where(self, predicate: Callable[[SendRecord], bool]) -> list[SendRecord]:
         return self.state.sends_matching(predicate)
 
     def count_by_recipient(self) -> Counter[str]:
-        """Accepted sends per recipient wa_id (digits only)."""
+        """Accepted sends per recipient: the phone's digits, or the BSUID of a send by BSUID."""
         return self.state.count_by_recipient()
 
     def accept_rate(self, phone_number_id: str | None = None) -> float:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import itertools
+import re
 import secrets
 import threading
 import time
@@ -72,6 +73,7 @@ class Attempt:
     error_code: int | None = None
     wamid: str | None = None
     fault: str | None = None  # "outage:<mode>", "rate_limit", "pair_rate_limit", "recipient", "auth", "validation"
+    recipient: str | None = None  # the body's "recipient" (a BSUID), when it was a string
 
     @property
     def accepted(self) -> bool:
@@ -80,15 +82,27 @@ class Attempt:
 
 @dataclass(frozen=True, slots=True)
 class SendRecord:
-    """An accepted outbound message."""
+    """An accepted outbound message, addressed by phone number (``to``) or by business-scoped user
+    id (``recipient``). Meta takes ``to`` when a send carries both: ``addressed_by`` says which was used."""
 
     phone_number_id: str
-    to: str
-    wa_id: str
+    to: str | None  # the phone number as sent; None for a send by BSUID alone
+    wa_id: str | None  # its digits, as Meta resolves them
     type: str
     payload: dict[str, Any]
     wamid: str
     accepted_at: float  # time.monotonic()
+    recipient: str | None = None  # the BSUID as sent, if the body carried one
+
+    @property
+    def addressed_by(self) -> str:
+        """``"to"`` or ``"recipient"``: which field Meta delivered by."""
+        return "to" if self.to is not None else "recipient"
+
+    @property
+    def recipient_key(self) -> str:
+        """Who got it: the phone's digits, or the BSUID."""
+        return self.wa_id if self.wa_id is not None else self.recipient or ""
 
     @property
     def text(self) -> str | None:
@@ -117,12 +131,26 @@ def wa_id_of(to: str) -> str:
     return "".join(ch for ch in to if ch.isdigit())
 
 
+# A business-scoped user id: country code, dot, up to 128 letters and digits ("US.13491208655302741918");
+# a parent BSUID has a marker segment ("US.ENT.11815799212886844830").
+BSUID = re.compile(r"[A-Z]{2}(?:\.[A-Z]{1,8})?\.[A-Za-z0-9]{1,128}")
+
+
+def is_bsuid(value: object) -> bool:
+    return isinstance(value, str) and BSUID.fullmatch(value) is not None
+
+
+def recipient_key(to_or_bsuid: str) -> str:
+    """One key per recipient, whichever way they were addressed: a BSUID as is, a phone by its digits."""
+    return to_or_bsuid if is_bsuid(to_or_bsuid) else wa_id_of(to_or_bsuid)
+
+
 _wamid_counter = itertools.count(1)
 
 
 def new_wamid(to: str) -> str:
     # Real wamids are base64 of an opaque structure that embeds the recipient; only uniqueness matters.
-    raw = b"\x15\x02\x00\x11\x18" + wa_id_of(to).encode() + b"\x15\x02" + next(_wamid_counter).to_bytes(6, "big") + secrets.token_bytes(6)
+    raw = b"\x15\x02\x00\x11\x18" + recipient_key(to).encode() + b"\x15\x02" + next(_wamid_counter).to_bytes(6, "big") + secrets.token_bytes(6)
     return "wamid.HBgM" + base64.b64encode(raw).decode()
 
 
@@ -213,7 +241,7 @@ class SimState:
 
     def count_by_recipient(self) -> Counter[str]:
         with self.lock:
-            return Counter(s.wa_id for s in self.sends)
+            return Counter(s.recipient_key for s in self.sends)
 
     def clear_records(self) -> None:
         with self.lock:

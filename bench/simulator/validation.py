@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
-from bench.simulator.errors import GraphError, invalid_parameter, missing_parameter
+from bench.simulator.errors import GraphError, invalid_parameter, missing_parameter, missing_recipient
+from bench.simulator.state import is_bsuid, recipient_key
 
 MESSAGE_TYPES = frozenset(
     {"text", "image", "audio", "video", "document", "sticker", "template", "reaction", "interactive", "location", "contacts"}
@@ -30,8 +32,21 @@ def _require(obj: dict[str, Any], path: str, key: str) -> Any:
     return value
 
 
+@dataclass(frozen=True, slots=True)
+class Address:
+    """Whom a send goes to. Meta delivers by ``to`` (a phone number) when given, else by
+    ``recipient`` (a business-scoped user id, for a user whose number is hidden behind a username)."""
+
+    to: str | None
+    recipient: str | None
+
+    @property
+    def key(self) -> str:
+        return recipient_key(self.to if self.to is not None else self.recipient or "")
+
+
 def is_mark_as_read(payload: dict[str, Any]) -> bool:
-    return payload.get("status") == "read" and "to" not in payload
+    return payload.get("status") == "read" and "to" not in payload and "recipient" not in payload
 
 
 def validate_read(payload: dict[str, Any]) -> str:
@@ -43,18 +58,27 @@ def validate_read(payload: dict[str, Any]) -> str:
     return message_id
 
 
-def validate_send(payload: dict[str, Any]) -> tuple[str, str]:
-    """``(to, type)`` of a valid message, or raises the error Meta answers with."""
+def _address(payload: dict[str, Any]) -> Address:
+    to, recipient = payload.get("to"), payload.get("recipient")
+    if isinstance(to, str) and to.strip():
+        if not any(ch.isdigit() for ch in to):
+            raise GraphError(131009, details=f"Parameter 'to' is not a valid phone number: {to!r}."[:500])
+        return Address(to, recipient if isinstance(recipient, str) else None)
+    if recipient is None or recipient == "":
+        raise missing_recipient()
+    if not is_bsuid(recipient):
+        raise GraphError(131009, details=f"Parameter 'recipient' is not a valid business-scoped user ID: {recipient!r}."[:500])
+    return Address(None, recipient)
+
+
+def validate_send(payload: dict[str, Any]) -> tuple[Address, str]:
+    """``(address, type)`` of a valid message, or raises the error Meta answers with."""
     product = payload.get("messaging_product")
     if product is None:
         raise missing_parameter("messaging_product")
     if product != "whatsapp":
         raise invalid_parameter(f"Param messaging_product must be one of {{WHATSAPP}} - got \"{product}\".")
-    to = payload.get("to")
-    if not isinstance(to, str) or not to.strip():
-        raise missing_parameter("to")
-    if not any(ch.isdigit() for ch in to):
-        raise GraphError(131009, details=f"Parameter 'to' is not a valid phone number: {to!r}.")
+    address = _address(payload)
     recipient_type = payload.get("recipient_type", "individual")
     if recipient_type not in ("individual", "group"):
         raise invalid_parameter(f"Param recipient_type must be one of {{INDIVIDUAL, GROUP}} - got \"{recipient_type}\".")
@@ -66,7 +90,7 @@ def validate_send(payload: dict[str, Any]) -> tuple[str, str]:
     if context is not None and (not isinstance(context, dict) or not context.get("message_id")):
         raise missing_parameter("context['message_id']")
     _validate_body(kind, payload)
-    return to, kind
+    return address, kind
 
 
 def _validate_body(kind: str, payload: dict[str, Any]) -> None:

@@ -88,6 +88,12 @@ class AutoStatuses:
     category: str = "service"
 
 
+def _user_id(send: SendRecord) -> str | None:
+    # A send by BSUID is reported by recipient_user_id, without recipient_id. Meta adds the BSUID to
+    # statuses of sends by phone as well, but the simulator knows no phone's BSUID.
+    return send.recipient if send.addressed_by == "recipient" else None
+
+
 class WebhookEmitter:
     """Posts webhooks from the simulator's own event loop and records each delivery."""
 
@@ -160,6 +166,7 @@ class WebhookEmitter:
             states=auto.states,
             category=auto.category,
             biz_opaque_callback_data=send.callback_data,
+            recipient_user_id=_user_id(send),
         )
         bodies = [
             payloads.status_webhook(s, waba_id=waba_id, phone_number_id=send.phone_number_id, display_phone_number=display_phone_number)
@@ -172,7 +179,8 @@ class WebhookEmitter:
 
     def on_failed_async(self, send: SendRecord, code: int, details: str | None, waba_id: str, display_phone_number: str) -> None:
         """A send Meta accepted and then reports as failed (e.g. 131047, 131026 arrive this way)."""
-        item = payloads.status(send.wamid, "failed", send.wa_id, error_code=code, error_details=details, biz_opaque_callback_data=send.callback_data)
+        item = payloads.status(send.wamid, "failed", send.wa_id, error_code=code, error_details=details,
+                               biz_opaque_callback_data=send.callback_data, recipient_user_id=_user_id(send))
         self.schedule(
             [payloads.status_webhook(item, waba_id=waba_id, phone_number_id=send.phone_number_id, display_phone_number=display_phone_number)]
         )

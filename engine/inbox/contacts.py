@@ -1,6 +1,7 @@
 """Contacts: the customers a tenant talks to. Agents read them; supervisors and above edit the
 fields the business keeps (display name, email, notes, attributes); WhatsApp's own fields (number,
-profile name) come from Meta only."""
+business-scoped user id, username, profile name) come from Meta only. A customer who adopted a
+WhatsApp username may have no number: the inbox then shows the username, else the BSUID."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from engine.db.queries import sql
 from engine.errors import InvalidInput, NotFound
 from engine.inbox.audit import record
-from engine.inbox.conversations import updated_event
+from engine.inbox.conversations import handle_like, updated_event
 from engine.inbox.inputs import decode_cursor, encode_cursor
 from engine.inbox.principal import Changes, Principal
 
@@ -81,14 +82,15 @@ async def list_contacts(conn: asyncpg.Connection, who: Principal, query: Contact
     if digits is not None and (not digits.isdigit() or len(digits) < 3):
         digits = None
     rows = await conn.fetch(sql("inbox_contacts", "list_contacts"), who.tenant_id, _like(q) if q else None, digits,
-                            after_name, after_id, query.limit + 1)
+                            after_name, after_id, query.limit + 1, handle_like(q))
     page = rows[:query.limit]
     next_cursor = None
     if len(rows) > query.limit and page:
         last = page[-1]
         next_cursor = encode_cursor(datetime.now(timezone.utc), f"{last['sort_name']}\x1f{last['id']}")
-    return {"items": [{"id": str(r["id"]), "wa_id": r["wa_id"], "name": r["display_name"] or r["profile_name"],
-                       "profile_name": r["profile_name"], "email": r["email"]} for r in page],
+    return {"items": [{"id": str(r["id"]), "wa_id": r["wa_id"], "username": r["username"], "bsuid": r["bsuid"],
+                       "name": r["display_name"] or r["profile_name"], "profile_name": r["profile_name"],
+                       "email": r["email"]} for r in page],
             "next_cursor": next_cursor}
 
 
@@ -99,7 +101,8 @@ async def get(conn: asyncpg.Connection, who: Principal, contact_id: uuid.UUID) -
     if row is None:
         raise NotFound(f"no contact {contact_id}")
     conversations = await conn.fetch(sql("inbox_contacts", "contact_conversations"), who.tenant_id, contact_id)
-    return {"id": str(row["id"]), "wa_id": row["wa_id"], "profile_name": row["profile_name"],
+    return {"id": str(row["id"]), "wa_id": row["wa_id"], "username": row["username"], "bsuid": row["bsuid"],
+            "profile_name": row["profile_name"],
             "display_name": row["display_name"], "email": row["email"], "notes": row["notes"],
             "attributes": row["attributes"],
             "conversations": [{"id": str(c["id"]), "status": c["status"], "last_message_at": _iso(c["last_message_at"])}

@@ -94,7 +94,8 @@ def view(row: asyncpg.Record | dict[str, Any], now: datetime | None = None) -> d
         "last_message_at": _iso(row["last_message_at"]),
         "window_expires_at": _iso(expires), "window_open": expires is not None and now < expires,
         "last_message": last_message,
-        "contact": {"id": str(row["contact_id"]), "wa_id": row["wa_id"], "name": row["contact_name"]},
+        "contact": {"id": str(row["contact_id"]), "wa_id": row["wa_id"], "username": row["username"],
+                    "bsuid": row["bsuid"], "name": row["contact_name"]},
         "channel": {"id": str(row["channel_id"]), "display_phone": row["display_phone"]},
         "labels": [{"id": str(label["id"]), "name": label["name"], "color": label["color"]} for label in row["labels"]],
     }
@@ -128,6 +129,13 @@ def _like(text: str) -> str:
     return "%" + re.sub(r"([\\%_])", r"\\\1", text) + "%"
 
 
+def handle_like(q: str | None) -> str | None:
+    """The pattern that finds a WhatsApp username or BSUID: the inbox shows usernames as "@name",
+    so an agent may search them that way."""
+    handle = q.lstrip("@").strip() if q else None
+    return _like(handle) if handle else None
+
+
 async def list_conversations(conn: asyncpg.Connection, who: Principal, query: ConversationQuery) -> dict[str, Any]:
     """Newest activity first, ``limit`` at a time; ``next_cursor`` continues after the last item
     (keyset on the last activity and the id, so pages neither repeat nor skip while rows are added)."""
@@ -147,7 +155,7 @@ async def list_conversations(conn: asyncpg.Connection, who: Principal, query: Co
     rows = await conn.fetch(
         sql("inbox_conversations", "list_conversation_ids"), who.tenant_id, who.sees_all, who.user_id,
         list(who.team_ids), query.status, query.scope, query.team_id, query.label_id, query.channel_id,
-        _like(q) if q else None, digits, q, after_at, after_id, query.limit + 1)
+        _like(q) if q else None, digits, q, after_at, after_id, query.limit + 1, handle_like(q))
     page, more = rows[:query.limit], len(rows) > query.limit
     found = await views(conn, who.tenant_id, [r["id"] for r in page])
     items = [found[r["id"]] for r in page if r["id"] in found]

@@ -101,7 +101,7 @@ def view(row: asyncpg.Record) -> dict[str, Any]:
     """A message as the contract spells it."""
     payload: dict[str, Any] = dict(row["payload"] or {})
     typed = payload.get(row["type"]) if row["direction"] == "inbound" else {
-        k: v for k, v in payload.items() if k not in ("to", "phone_number_id", "ai")}
+        k: v for k, v in payload.items() if k not in ("to", "recipient", "phone_number_id", "ai")}
     media = None
     if row["media_pk"] is not None:
         media = {"id": row["media_pk"], "mime_type": row["media_mime"],

@@ -25,7 +25,7 @@ from engine.pacing import Pacer
 from engine.retry import RetryStrategy
 from engine.whatsapp.channels import ChannelRoute
 from engine.whatsapp.errors import MetaApiError
-from engine.whatsapp.graph import GraphClient
+from engine.whatsapp.graph import GraphClient, Recipient
 from engine.whatsapp.ingest import adopt_orphans, adopt_pending_statuses
 from engine.whatsapp.webhook import RouteCache
 
@@ -58,6 +58,19 @@ OnOutcome = Callable[[Outcome], Awaitable[None]]
 
 class ChannelGone(MetaApiError):
     retryable = False
+
+
+def recipient_of(payload: dict[str, Any]) -> str | None:
+    """The customer an outbox payload goes to: their phone (``to``), else their BSUID (``recipient``)."""
+    return payload.get("to") or payload.get("recipient")
+
+
+def _recipient(payload: dict[str, Any]) -> Recipient:
+    if not recipient_of(payload):
+        raise ChannelGone("the outbound message names no recipient",
+                          reason_en="the message has no recipient (neither a phone number nor a WhatsApp user id)",
+                          reason_it="il messaggio non ha un destinatario (né un numero né un id utente WhatsApp)")
+    return Recipient(phone=payload.get("to"), user_id=payload.get("recipient"))
 
 
 class Dispatcher:
@@ -161,8 +174,11 @@ class Dispatcher:
     async def _send(self, route: ChannelRoute, payload: dict[str, Any], outbox_id: int) -> str | None:
         graph = self.graph_for(route)
         kind = payload.get("kind")
-        pnid, to = route.phone_number_id, payload.get("to", "")
-        tag = callback_tag(outbox_id)
+        pnid, tag = route.phone_number_id, callback_tag(outbox_id)
+        if kind == "mark_read":
+            await graph.mark_read(pnid, payload["wamid"])
+            return None
+        to = _recipient(payload)
         if kind == "text":
             result = await graph.send_text(pnid, to, payload["body"], reply_to=payload.get("reply_to"), callback_data=tag)
         elif kind in ("image", "audio", "video", "document", "sticker"):
@@ -175,9 +191,6 @@ class Dispatcher:
         elif kind == "reaction":
             result = await graph.send_reaction(pnid, to, payload["target_wamid"], payload.get("emoji", ""),
                                                callback_data=tag)
-        elif kind == "mark_read":
-            await graph.mark_read(pnid, payload["wamid"])
-            return None
         else:
             raise ChannelGone(f"unknown outbound kind {kind!r}", reason_en=f"unknown outbound kind {kind!r}",
                               reason_it=f"tipo di invio sconosciuto {kind!r}")
@@ -199,7 +212,7 @@ class Dispatcher:
                         raise ChannelGone("the WhatsApp number of this message is no longer active",
                                           reason_en="the WhatsApp number was removed",
                                           reason_it="il numero WhatsApp è stato rimosso")
-                    recipient = payload.get("to")
+                    recipient = recipient_of(payload)
                     if recipient:
                         delay = self.pacer.recipient_delay(route.phone_number_id, recipient)
                         if delay > DEFER_AFTER_S:

@@ -287,6 +287,11 @@ ERROR_TABLE: Mapping[int, ErrorSpec] = _rows(
     ((131051,), InvalidRequest, False,
      "This message type is not supported by WhatsApp.",
      "Questo tipo di messaggio non è supportato da WhatsApp."),
+    ((131062,), InvalidRequest, False,
+     "This message cannot be sent to a customer known only by their WhatsApp username (it needs their phone "
+     "number, as one-time-code templates do).",
+     "Questo messaggio non può essere inviato a un cliente noto solo per il suo nome utente WhatsApp (serve il "
+     "numero di telefono, come per i modelli con codice monouso)."),
     ((135000,), InvalidRequest, False,
      "WhatsApp could not send the message because of an unknown problem with the request parameters.",
      "WhatsApp non ha inviato il messaggio per un problema sconosciuto nei parametri della richiesta."),

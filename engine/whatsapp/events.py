@@ -234,8 +234,13 @@ MessageContent: TypeAlias = (
 
 @dataclass(frozen=True, slots=True)
 class InboundMessage:
+    """A message a customer sent. The sender is named by ``from_wa_id`` (the phone number), by
+    ``from_user_id`` (the business-scoped user id, BSUID), or by both: since 2026 Meta sends the
+    BSUID always and withholds the phone number of a user who adopted a username. The parser
+    keeps no message that has neither."""
+
     wamid: str
-    from_wa_id: str
+    from_wa_id: str | None
     phone_number_id: str
     display_phone_number: str | None
     timestamp: datetime
@@ -250,6 +255,14 @@ class InboundMessage:
     errors: tuple[MetaError, ...]
     raw: Mapping[str, Any]
     from_user_id: str | None = None  # business-scoped user id (BSUID), rolled out by Meta in 2026
+    from_parent_user_id: str | None = None  # the BSUID shared by linked business portfolios, when enabled
+    username: str | None = None  # the sender's WhatsApp username, from the change's contacts
+
+    @property
+    def sender(self) -> str:
+        """The sender's key within a delivery: the BSUID when sent (Meta always sends it now, so all
+        of one user's messages share it), else the phone number."""
+        return self.from_user_id or self.from_wa_id or ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,6 +279,9 @@ class StatusUpdate:
     conversation_expires_at: datetime | None
     pricing: Mapping[str, Any] | None
     raw: Mapping[str, Any]
+    # The BSUID the message went to; ``recipient_id`` (the phone) is absent when it was sent to a BSUID.
+    recipient_user_id: str | None = None
+    recipient_parent_user_id: str | None = None
 
 
 TEMPLATE_STATUS_FIELD = "message_template_status_update"
@@ -298,11 +314,15 @@ class TemplateStatusUpdate:
 
 @dataclass(frozen=True, slots=True)
 class ContactProfile:
-    wa_id: str
+    """An item of a change's ``contacts``: who sent its messages (or received its statuses).
+    ``wa_id`` (the phone) is withheld for a user with a username; ``user_id`` (BSUID) then names them."""
+
+    wa_id: str | None
     profile_name: str | None
     phone_number_id: str
     user_id: str | None = None  # BSUID
     username: str | None = None
+    parent_user_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -46,9 +46,27 @@ MediaKind = Literal["image", "audio", "video", "document", "sticker"]
 
 
 @dataclass(frozen=True, slots=True)
+class Recipient:
+    """Who a message goes to: a phone number, or the business-scoped user id (BSUID) of a customer
+    whose number Meta withholds (they adopted a username). Meta takes ``to`` over ``recipient`` when
+    a send carries both, and prefers phone numbers, so a send carries exactly one: the phone if known."""
+
+    phone: str | None = None
+    user_id: str | None = None
+
+    def fields(self) -> dict[str, str]:
+        if self.phone:
+            return {"to": self.phone}
+        if self.user_id:
+            return {"recipient": self.user_id}
+        raise ValueError("a recipient needs a phone number or a business-scoped user id")
+
+
+@dataclass(frozen=True, slots=True)
 class SendResult:
     wamid: str
-    wa_id: str | None
+    wa_id: str | None  # Meta's answer names the phone for a send to a phone number…
+    user_id: str | None = None  # …and the BSUID for a send to a BSUID
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,12 +250,14 @@ class GraphClient:
 
     # --- messages ---------------------------------------------------------------------------
 
-    async def _send(self, phone_number_id: str, to: str, type_: str, content: Mapping[str, Any],
+    async def _send(self, phone_number_id: str, to: str | Recipient, type_: str, content: Mapping[str, Any],
                     reply_to: str | None = None, callback_data: str | None = None) -> SendResult:
+        """``to`` is a phone number, or a :class:`Recipient` (which may be a BSUID)."""
+        address = Recipient(phone=to) if isinstance(to, str) else to
         payload: dict[str, Any] = {
             "messaging_product": "whatsapp",
             "recipient_type": "individual",
-            "to": to,
+            **address.fields(),
             "type": type_,
             type_: content,
         }
@@ -259,15 +279,17 @@ class GraphClient:
                 reason_it="WhatsApp ha accettato il messaggio senza restituirne l'id; potrebbe essere stato inviato.",
             )
         contacts = answer.get("contacts")
-        wa_id = contacts[0].get("wa_id") if isinstance(contacts, list) and contacts and isinstance(contacts[0], dict) else None
-        return SendResult(wamid=wamid, wa_id=wa_id if isinstance(wa_id, str) else None)
+        contact = contacts[0] if isinstance(contacts, list) and contacts and isinstance(contacts[0], dict) else {}
+        wa_id, user_id = contact.get("wa_id"), contact.get("user_id")
+        return SendResult(wamid=wamid, wa_id=wa_id if isinstance(wa_id, str) else None,
+                          user_id=user_id if isinstance(user_id, str) else None)
 
-    async def send_text(self, phone_number_id: str, to: str, body: str, *, preview_url: bool = False,
+    async def send_text(self, phone_number_id: str, to: str | Recipient, body: str, *, preview_url: bool = False,
                         reply_to: str | None = None, callback_data: str | None = None) -> SendResult:
         return await self._send(phone_number_id, to, "text", {"preview_url": preview_url, "body": body}, reply_to,
                                 callback_data)
 
-    async def send_media(self, phone_number_id: str, to: str, kind: MediaKind | str, *, media_id: str | None = None,
+    async def send_media(self, phone_number_id: str, to: str | Recipient, kind: MediaKind | str, *, media_id: str | None = None,
                          link: str | None = None, caption: str | None = None, filename: str | None = None,
                          reply_to: str | None = None, callback_data: str | None = None) -> SendResult:
         if kind not in MEDIA_KINDS:
@@ -285,7 +307,7 @@ class GraphClient:
             content["filename"] = filename
         return await self._send(phone_number_id, to, kind, content, reply_to, callback_data)
 
-    async def send_template(self, phone_number_id: str, to: str, name: str, language: str, *,
+    async def send_template(self, phone_number_id: str, to: str | Recipient, name: str, language: str, *,
                             components: Sequence[Mapping[str, Any]] | None = None,
                             callback_data: str | None = None) -> SendResult:
         content: dict[str, Any] = {"name": name, "language": {"code": language}}
@@ -293,7 +315,7 @@ class GraphClient:
             content["components"] = list(components)
         return await self._send(phone_number_id, to, "template", content, callback_data=callback_data)
 
-    async def send_reaction(self, phone_number_id: str, to: str, target_wamid: str, emoji: str, *,
+    async def send_reaction(self, phone_number_id: str, to: str | Recipient, target_wamid: str, emoji: str, *,
                             callback_data: str | None = None) -> SendResult:
         """React to a message; an empty ``emoji`` removes the reaction."""
         return await self._send(phone_number_id, to, "reaction", {"message_id": target_wamid, "emoji": emoji},

@@ -74,23 +74,21 @@ async def store(conn: asyncpg.Connection, batch: WebhookBatch, body: bytes, payl
     mentioned = {m.phone_number_id for m in batch.messages} | {u.phone_number_id for u in batch.statuses}
     result.ignored_phone_number_ids = (mentioned | batch.phone_number_ids) - routes.keys()
     tenant_routes = {routes[p].tenant_id: routes[p] for p in batch.phone_number_ids if p in routes}
-    profile_names = {(c.phone_number_id, c.wa_id): c.profile_name for c in batch.contacts}
     # Rows are locked in one global order (contact, then conversation; statuses by wamid), so that
     # concurrent deliveries sharing contacts or messages wait for each other instead of deadlocking
     # (each deadlock costs a second and a 503). The sorts are stable: a conversation's messages keep
-    # their delivery order.
+    # their delivery order (all of one customer's messages share their sender key).
     messages = sorted(((routes[m.phone_number_id], m) for m in batch.messages if m.phone_number_id in routes),
-                      key=lambda rm: (rm[0].tenant_id, rm[1].from_wa_id, rm[0].channel_id))
+                      key=lambda rm: (rm[0].tenant_id, rm[1].sender, rm[0].channel_id))
     updates = sorted(((routes[u.phone_number_id], u) for u in batch.statuses if u.phone_number_id in routes),
                      key=lambda ru: (ru[0].tenant_id, ru[1].wamid))
 
     if len(messages) == 1 and not updates and not batch.template_updates and len(batch.phone_number_ids) == 1:
-        return await _store_single_message(conn, *messages[0], profile_names, body, payload, batch, result)
+        return await _store_single_message(conn, *messages[0], body, payload, batch, result)
 
     async with conn.transaction():
         for route, message in messages:
-            profile_name = profile_names.get((message.phone_number_id, message.from_wa_id))
-            await _store_message(conn, route, message, profile_name, result)
+            await _store_message(conn, route, message, result)
         for route, update in updates:
             await _store_status(conn, route, update, result)
         for template in batch.template_updates:
@@ -115,11 +113,9 @@ async def store(conn: asyncpg.Connection, batch: WebhookBatch, body: bytes, payl
 
 
 async def _store_single_message(conn: asyncpg.Connection, route: ChannelRoute, message: InboundMessage,
-                                profile_names: dict[tuple[str, str], str | None], body: bytes, payload: Any,
-                                batch: WebhookBatch, result: IngestResult) -> IngestResult:
+                                body: bytes, payload: Any, batch: WebhookBatch, result: IngestResult) -> IngestResult:
     """The common delivery, one message of one number: message and receipt in one statement."""
-    profile_name = profile_names.get((message.phone_number_id, message.from_wa_id))
-    row = await conn.fetchrow(sql("inbound", "ingest_single_message"), *_message_args(route, message, profile_name),
+    row = await conn.fetchrow(sql("inbound", "ingest_single_message"), *_message_args(route, message),
                               hashlib.sha256(body).hexdigest(), payload, [{"reason": r.reason} for r in batch.rejected])
     assert row is not None  # the receipt row is always there
     result.receipt_ids.append(row["o_receipt_id"])
@@ -127,17 +123,19 @@ async def _store_single_message(conn: asyncpg.Connection, route: ChannelRoute, m
     return result
 
 
-def _message_args(route: ChannelRoute, message: InboundMessage, profile_name: str | None) -> tuple[Any, ...]:
+def _message_args(route: ChannelRoute, message: InboundMessage) -> tuple[Any, ...]:
+    """The arguments of parlo_ingest_message (schema/0012_bsuid.sql); the profile name and username
+    are the ones the parser found for the sender in the message's change."""
     media = message.content if isinstance(message.content, MediaContent) and message.content.media_id else None
-    return (route.tenant_id, route.channel_id, message.from_wa_id, profile_name or message.profile_name,
-            message.wamid, str(message.type), message.text, dict(message.raw), message.context_wamid,
-            message.timestamp, media.media_id if media else None, media.mime_type if media else None,
-            media.sha256 if media else None)
+    return (route.tenant_id, route.channel_id, message.from_wa_id, message.from_user_id, message.from_parent_user_id,
+            message.username, message.profile_name, message.wamid, str(message.type), message.text,
+            dict(message.raw), message.context_wamid, message.timestamp, media.media_id if media else None,
+            media.mime_type if media else None, media.sha256 if media else None)
 
 
 async def _store_message(conn: asyncpg.Connection, route: ChannelRoute, message: InboundMessage,
-                         profile_name: str | None, result: IngestResult) -> None:
-    row = await conn.fetchrow(sql("inbound", "ingest_message"), *_message_args(route, message, profile_name))
+                         result: IngestResult) -> None:
+    row = await conn.fetchrow(sql("inbound", "ingest_message"), *_message_args(route, message))
     _message_stored(route, message, row, result)
 
 

@@ -65,10 +65,19 @@ def media_kind(mime_type: str) -> str:
     return {"image": "image", "video": "video", "audio": "audio"}.get(major, "document")
 
 
+def _address(target: asyncpg.Record) -> dict[str, str]:
+    """Where Meta is to deliver: the customer's phone number (``to``) when we know it, as Meta
+    recommends, else their business-scoped user id (``recipient``): a customer who adopted a username
+    may never have shown us a number."""
+    if target["wa_id"]:
+        return {"to": target["wa_id"]}
+    return {"recipient": target["bsuid"]}
+
+
 async def _queue(conn: asyncpg.Connection, target: asyncpg.Record, *, type_: str, body: str | None,
                  payload: dict[str, Any], reply_to: str | None, author_id: uuid.UUID | None,
                  annotations: dict[str, Any] | None = None) -> Queued:
-    payload = {"to": target["wa_id"], "phone_number_id": target["phone_number_id"], **payload}
+    payload = {**_address(target), "phone_number_id": target["phone_number_id"], **payload}
     # annotations (e.g. the assistant's run and sources) stay with the message, never go to Meta
     stored = {**payload, **annotations} if annotations else payload
     async with conn.transaction():

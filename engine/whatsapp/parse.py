@@ -11,11 +11,18 @@ Shape (https://developers.facebook.com/docs/whatsapp/cloud-api/webhooks/referenc
      "entry": [{"id": <WABA id>, "changes": [{"field": "messages", "value": {
          "metadata": {"phone_number_id", "display_phone_number"},
          "contacts": [...], "messages": [...], "statuses": [...], "errors": [...]}}]}]}
+
+A customer is named by a phone number (``from``, ``contacts[].wa_id``, ``recipient_id``), by a
+business-scoped user id (BSUID: ``from_user_id``, ``contacts[].user_id``, ``recipient_user_id``),
+or by both. Meta sends the BSUID always since 2026 and withholds the phone of a user who adopted a
+username, so either one alone is enough (https://developers.facebook.com/documentation/
+business-messaging/whatsapp/business-scoped-user-ids).
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from functools import partial
@@ -63,6 +70,12 @@ TEMPLATE_FIELD_PREFIXES = ("message_template_", "template_")
 MAX_ID_LENGTH = 512
 # Seconds since the epoch; twelve digits reach the year 33658, enough for any real timestamp.
 MAX_TIMESTAMP_DIGITS = 12
+# A BSUID is a two-letter country code, a dot and up to 128 letters and digits ("US.13491208655302741918");
+# a parent BSUID, shared by linked business portfolios, carries a marker ("US.ENT.11815799212886844830").
+# It is stored, indexed and sent back to Meta as the recipient, so nothing else is taken for one.
+_BSUID = re.compile(r"[A-Z]{2}(?:\.[A-Z]{1,8})?\.[A-Za-z0-9]{1,128}")
+# Usernames are short handles; a longer string is not Meta's, and the inbox shows this field.
+MAX_USERNAME_LENGTH = 128
 
 
 class InvalidWebhook(InvalidInput):
@@ -140,6 +153,16 @@ def _ident(value: object) -> str | None:
     return None
 
 
+def _bsuid(value: object) -> str | None:
+    """A business-scoped user id, or None for anything that is not shaped like one."""
+    return value if isinstance(value, str) and _BSUID.fullmatch(value) else None
+
+
+def _username(value: object) -> str | None:
+    text = _text(value)
+    return text if text is not None and len(text) <= MAX_USERNAME_LENGTH else None
+
+
 def _dict(value: object) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
@@ -191,6 +214,18 @@ def _timestamp(value: object) -> datetime | None:
         return datetime.fromtimestamp(seconds, tz=UTC)
     except (OverflowError, OSError, ValueError):
         return None
+
+
+def _identifier(builder: _Builder, item: dict[str, Any], key: str, what: str,
+                read: Callable[[object], str | None] = _bsuid) -> str | None:
+    """An optional identifier field of an item that is kept anyway. One that is present but
+    malformed reads as absent and is noted among the rejected parts, so the receipt says why it
+    was ignored; the item stands on its other identifier."""
+    value = item.get(key)
+    ident = read(value)
+    if ident is None and value is not None:
+        builder.reject(f"{what} with a malformed {key!r}; the field was ignored", value)
+    return ident
 
 
 def _frozen(value: dict[str, Any]) -> Mapping[str, Any]:
@@ -272,25 +307,26 @@ def _parse_messages_value(builder: _Builder, waba_id: str, value: dict[str, Any]
     builder.phone_number_ids.add(phone_number_id)
     display = _str(metadata.get("display_phone_number"))
 
-    names_by_wa_id: dict[str, str | None] = {}
-    names_by_user_id: dict[str, str | None] = {}
+    by_wa_id: dict[str, ContactProfile] = {}
+    by_user_id: dict[str, ContactProfile] = {}
     for raw_contact in _list(value.get("contacts")):
         contact = _contact(builder, phone_number_id, raw_contact)
         if contact is not None:
             builder.contacts.append(contact)
-            names_by_wa_id.setdefault(contact.wa_id, contact.profile_name)
+            if contact.wa_id:
+                by_wa_id.setdefault(contact.wa_id, contact)
             if contact.user_id:
-                names_by_user_id.setdefault(contact.user_id, contact.profile_name)
+                by_user_id.setdefault(contact.user_id, contact)
 
-    def profile_name(wa_id: str, user_id: str | None) -> str | None:
-        name = names_by_wa_id.get(wa_id)
-        if name is None and user_id is not None:
-            name = names_by_user_id.get(user_id)
-        return name
+    def profile(wa_id: str | None, user_id: str | None) -> ContactProfile | None:
+        found = by_wa_id.get(wa_id) if wa_id is not None else None
+        if found is None and user_id is not None:
+            found = by_user_id.get(user_id)
+        return found
 
     for raw_message in _list(value.get("messages")):
         builder.guarded("message", raw_message,
-                        partial(_message, builder, phone_number_id, display, profile_name, raw_message))
+                        partial(_message, builder, phone_number_id, display, profile, raw_message))
     for raw_status in _list(value.get("statuses")):
         builder.guarded("status", raw_status, partial(_status, builder, phone_number_id, raw_status))
     for error in _meta_errors(value.get("errors")):
@@ -302,20 +338,25 @@ def _parse_messages_value(builder: _Builder, waba_id: str, value: dict[str, Any]
 
 def _contact(builder: _Builder, phone_number_id: str, raw: object) -> ContactProfile | None:
     contact = _dict(raw)
-    wa_id = _ident(contact.get("wa_id")) if contact is not None else None
-    if contact is None or wa_id is None:
-        builder.reject("contact without a valid 'wa_id'", raw)
+    if contact is None:
+        builder.reject("contact is not an object", raw)
+        return None
+    if _ident(contact.get("wa_id")) is None and _bsuid(contact.get("user_id")) is None:
+        builder.reject("contact without a valid 'wa_id' (phone number) or 'user_id' (business-scoped user id)", raw)
         return None
     profile = _dict(contact.get("profile")) or {}
-    return ContactProfile(wa_id=wa_id, profile_name=_text(profile.get("name")), phone_number_id=phone_number_id,
-                          user_id=_ident(contact.get("user_id")), username=_text(profile.get("username")))
+    return ContactProfile(
+        wa_id=_identifier(builder, contact, "wa_id", "contact", _ident), profile_name=_text(profile.get("name")),
+        phone_number_id=phone_number_id, user_id=_identifier(builder, contact, "user_id", "contact"),
+        username=_identifier(builder, profile, "username", "contact profile", _username),
+        parent_user_id=_identifier(builder, contact, "parent_user_id", "contact"))
 
 
 # --- messages -----------------------------------------------------------------------------------
 
 
 def _message(builder: _Builder, phone_number_id: str, display: str | None,
-             profile_name: Callable[[str, str | None], str | None], raw: object) -> None:
+             profile: Callable[[str | None, str | None], ContactProfile | None], raw: object) -> None:
     message = _dict(raw)
     if message is None:
         builder.reject("message is not an object", raw)
@@ -324,9 +365,10 @@ def _message(builder: _Builder, phone_number_id: str, display: str | None,
     if wamid is None:
         builder.reject("message without a valid 'id'", raw)
         return
-    sender = _ident(message.get("from"))
-    if sender is None:
-        builder.reject("message without a valid 'from'", raw)
+    # A user with a username may come without a phone number: the BSUID alone names them.
+    if _ident(message.get("from")) is None and _bsuid(message.get("from_user_id")) is None:
+        builder.reject("message without a valid 'from' (phone number) or 'from_user_id' (business-scoped user id)",
+                       raw)
         return
     timestamp = _timestamp(message.get("timestamp"))
     if timestamp is None:
@@ -339,14 +381,17 @@ def _message(builder: _Builder, phone_number_id: str, display: str | None,
     errors = _meta_errors(message.get("errors"))
     content, text = _content(type_, raw_type, message, errors, allow_edit=True)
     context = _dict(message.get("context")) or {}
-    user_id = _ident(message.get("from_user_id"))
+    phone = _identifier(builder, message, "from", "message", _ident)
+    user_id = _identifier(builder, message, "from_user_id", "message")
+    sender = profile(phone, user_id)
     builder.messages.append(InboundMessage(
-        wamid=wamid, from_wa_id=sender, phone_number_id=phone_number_id, display_phone_number=display,
-        timestamp=timestamp, type=type_, raw_type=raw_type, text=text, profile_name=profile_name(sender, user_id),
-        context_wamid=_ident(context.get("id")),
+        wamid=wamid, from_wa_id=phone, phone_number_id=phone_number_id, display_phone_number=display,
+        timestamp=timestamp, type=type_, raw_type=raw_type, text=text,
+        profile_name=sender.profile_name if sender else None, context_wamid=_ident(context.get("id")),
         forwarded=context.get("forwarded") is True or context.get("frequently_forwarded") is True,
         referral=_referral(message.get("referral")), content=content, errors=errors, raw=_frozen(message),
-        from_user_id=user_id))
+        from_user_id=user_id, from_parent_user_id=_identifier(builder, message, "from_parent_user_id", "message"),
+        username=sender.username if sender else None))
 
 
 def _referral(value: object) -> Referral | None:
@@ -505,4 +550,6 @@ def _status(builder: _Builder, phone_number_id: str, raw: object) -> None:
         errors=_meta_errors(status.get("errors")), conversation_id=_ident(conversation.get("id")),
         conversation_origin=_str(origin.get("type")),
         conversation_expires_at=_timestamp(conversation.get("expiration_timestamp")),
-        pricing=_frozen(pricing) if pricing is not None else None, raw=_frozen(status)))
+        pricing=_frozen(pricing) if pricing is not None else None, raw=_frozen(status),
+        recipient_user_id=_identifier(builder, status, "recipient_user_id", "status"),
+        recipient_parent_user_id=_identifier(builder, status, "recipient_parent_user_id", "status")))

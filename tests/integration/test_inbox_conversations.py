@@ -14,6 +14,7 @@ import pytest
 import ray
 
 from actors import NAMESPACE
+from bench.simulator import payloads
 from engine.sharding import shard_name, shard_of
 from tests.api_harness import Gateway, TenantKit
 
@@ -85,7 +86,8 @@ async def test_supervisors_list_every_conversation_newest_first_with_stable_page
         assert everything["next_cursor"] is None
         first = everything["items"][0]
         assert first["status"] == "open" and first["unread_count"] == 1 and first["window_open"] is True
-        assert first["contact"] == {"id": first["contact"]["id"], "wa_id": made[2][0], "name": "Persona 2"}
+        assert first["contact"] == {"id": first["contact"]["id"], "wa_id": made[2][0], "username": None,
+                                    "bsuid": None, "name": "Persona 2"}
         assert first["channel"]["display_phone"] == kit.display_phone
         assert first["last_message"]["text"] == "messaggio 2" and first["last_message"]["direction"] == "inbound"
         assert first["assignee"] is None and first["team"] is None and first["labels"] == []
@@ -477,6 +479,41 @@ async def test_notes_with_mentions_notify_the_mentioned(gateway: Gateway) -> Non
         assert await sql(kit, "SELECT kind FROM notifications WHERE tenant_id = $1 AND user_id = $2",
                          kit.id, member.id) == "mention"
     assert await sql(kit, "SELECT count(*) FROM notifications WHERE user_id = $1", kit.members["agent"].id) == 0
+
+
+async def test_a_customer_known_only_by_username_is_shown_found_and_answered(gateway: Gateway) -> None:
+    """A customer who adopted a WhatsApp username writes without a phone number: the inbox shows
+    and finds them by username, and the agent's reply goes to their BSUID ("recipient", no "to")."""
+    kit = await gateway.tenant()
+    bsuid, wamid = f"IT.{secrets.randbelow(10**19):019d}", f"wamid.{uuid.uuid4().hex}"
+    message = payloads.text_message(bsuid, "Posso ritirare oggi?", wamid=wamid)
+    body = payloads.inbound(message, waba_id=kit.waba_id, phone_number_id=kit.phone_number_id,
+                            display_phone_number=kit.display_phone, username="giulia.b")
+    conversation = None
+    for _ in range(10):  # the Gateway's route cache may not know the new tenant's number yet
+        assert kit.post_webhook(body).status_code == 200
+        conversation = await sql(kit, "SELECT v.id FROM conversations v JOIN contacts c ON c.id = v.contact_id "
+                                      "WHERE v.tenant_id = $1 AND c.bsuid = $2", kit.id, bsuid)
+        if conversation is not None:
+            break
+        await asyncio.sleep(1.0)
+    assert conversation is not None, "the username-only message was never stored"
+    team = await team_of(kit, "agent")
+    await sql(kit, "UPDATE conversations SET team_id = $2 WHERE id = $1", conversation, team)
+
+    async with kit.http("agent") as http:
+        shown = (await http.get(f"/api/conversations/{conversation}")).json()["contact"]
+        assert {k: shown[k] for k in ("wa_id", "username", "bsuid")} == {"wa_id": None, "username": "giulia.b",
+                                                                        "bsuid": bsuid}
+        found = (await http.get("/api/conversations", params={"q": "@giulia.b"})).json()["items"]
+        assert [c["id"] for c in found] == [str(conversation)]
+        contacts = (await http.get("/api/contacts", params={"q": "@giulia"})).json()["items"]
+        assert [(c["wa_id"], c["username"], c["bsuid"]) for c in contacts] == [(None, "giulia.b", bsuid)]
+        answer = await http.post(f"/api/conversations/{conversation}/messages", json={"type": "text", "text": "Certo!"})
+        assert answer.status_code == 201, answer.text
+        records = await eventually(lambda: gateway.simulator.sends_to(bsuid), what="the send at the simulator")
+        assert (records[0].addressed_by, records[0].to, records[0].text) == ("recipient", None, "Certo!")
+        assert "to" not in records[0].payload and records[0].payload["recipient"] == bsuid
 
 
 async def test_contacts_are_read_by_agents_and_edited_by_supervisors(gateway: Gateway) -> None:

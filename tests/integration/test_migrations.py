@@ -3,13 +3,19 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from datetime import datetime, timezone
+
 import asyncpg
 import pytest
+from cryptography.fernet import Fernet
 
+from engine import tenants
+from engine.crypto import SecretBox
 from engine.db import migrations
 from engine.db.migrations import SCHEMA_DIR
 from engine.db.pool import connect
 from engine.errors import MigrationError, MigrationMissing, MigrationTampered
+from engine.whatsapp import channels
 
 pytestmark = pytest.mark.integration
 
@@ -62,6 +68,39 @@ async def test_wamid_is_unique_per_tenant(db: asyncpg.Connection) -> None:
     row = await db.fetchrow(
         "SELECT pg_get_constraintdef(oid) AS def FROM pg_constraint WHERE conrelid = 'messages'::regclass AND contype = 'u'")
     assert row["def"] == "UNIQUE (tenant_id, wamid)"
+
+
+async def test_a_contact_has_a_phone_or_a_bsuid_each_unique_per_tenant(db: asyncpg.Connection) -> None:
+    acme, beta = (await tenants.create(db, "Acme")).id, (await tenants.create(db, "Beta")).id
+    insert = "INSERT INTO contacts (tenant_id, wa_id, bsuid) VALUES ($1, $2, $3)"
+    await db.execute(insert, acme, None, "US.13491208655302741918")  # a username hides the phone
+    await db.execute(insert, beta, None, "US.13491208655302741918")  # BSUIDs are scoped per business
+    await db.execute(insert, acme, "393331234567", None)  # known before Meta sent BSUIDs
+    await db.execute(insert, acme, "393339999999", "US.2")
+    with pytest.raises(asyncpg.CheckViolationError):
+        await db.execute(insert, acme, None, None)
+    with pytest.raises(asyncpg.UniqueViolationError):
+        await db.execute(insert, acme, "393330000000", "US.13491208655302741918")
+    with pytest.raises(asyncpg.UniqueViolationError):
+        await db.execute(insert, acme, "393331234567", "US.3")
+    assert await db.fetchval("SELECT count(*) FROM contacts") == 4
+
+
+async def test_the_previous_ingest_signature_still_stores_a_message(db: asyncpg.Connection) -> None:
+    """Replicas of the version before 0012 call parlo_ingest_message with 13 arguments during a
+    rolling upgrade: their messages are stored, and the contact is the one the phone names."""
+    box = SecretBox(Fernet.generate_key().decode())
+    tenant = await tenants.create(db, "Acme")
+    channel = await channels.add(db, box, tenant.id, phone_number_id="106540352242922", waba_id="102290129340398",
+                                 app_secret="s", verify_token="v", access_token="t")
+    await db.execute("INSERT INTO contacts (tenant_id, wa_id, bsuid) VALUES ($1, '393331234567', 'US.1')", tenant.id)
+    row = await db.fetchrow(
+        "SELECT * FROM parlo_ingest_message($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+        tenant.id, channel.id, "393331234567", "Giulia", "wamid.old.replica", "text", "ciao", {}, None,
+        datetime.now(timezone.utc), None, None, None)
+    assert row["o_message_id"] is not None and row["o_unread_count"] == 1
+    assert tuple(await db.fetchrow("SELECT wa_id, bsuid, profile_name FROM contacts")) == (
+        "393331234567", "US.1", "Giulia")
 
 
 async def test_tampered_migration_is_refused_and_nothing_changes(fresh: asyncpg.Connection, schema_copy: Path) -> None:

@@ -246,6 +246,85 @@ async def test_media_template_reaction_and_mark_read_are_sent_as_meta_expects(wo
     assert [(o["state"], o["attempts"]) for o in await w.outbox()] == [("done", 1)] * 5
 
 
+# -- 1b. customers known only by their business-scoped user id (BSUID) --------------------------
+
+BSUID_CUSTOMER = "IT.13491208655302741918"
+
+
+async def _customer_writes(w: World, wamid: str, *, phone: str | None = None) -> uuid.UUID:
+    """The customer writes in (by username alone unless ``phone``): the conversation Parlo answers in."""
+    message = payloads.text_message(phone or BSUID_CUSTOMER, "È pronto il mio ordine?", wamid=wamid)
+    if phone is not None:
+        message = payloads.with_user_id(message, BSUID_CUSTOMER)
+    body = encode(payloads.inbound(message, waba_id=WABA, phone_number_id=PHONE, display_phone_number=DISPLAY,
+                                   profile_name="Giulia", username="giulia.b"))
+    assert (await WebhookReceiver(w.pool, w.box, max_bytes=1_000_000).receive(body, sign(body, APP_SECRET))).status == 200
+    return await w.pool.fetchval("SELECT v.id FROM conversations v JOIN contacts c ON c.id = v.contact_id "
+                                 "WHERE c.bsuid = $1 AND v.status <> 'resolved'", BSUID_CUSTOMER)
+
+
+async def test_a_reply_to_a_customer_known_only_by_username_goes_to_their_bsuid(world: World) -> None:
+    """No phone number, no "to": the send names the BSUID as "recipient"; Meta's statuses, which
+    then carry recipient_user_id and no recipient_id, still move the message (matched by wamid)."""
+    w = world
+    cid = await _customer_writes(w, "wamid.in.username")
+    async with w.pool.acquire() as conn:
+        queued = await outbound.queue_text(conn, w.tenant_id, cid, "Sì, è pronto!", reply_to="wamid.in.username")
+    payload = {"recipient": BSUID_CUSTOMER, "phone_number_id": PHONE, "kind": "text", "body": "Sì, è pronto!",
+               "reply_to": "wamid.in.username"}
+    assert [(o["id"], o["payload"]) for o in await w.outbox()] == [(queued.outbox_id, payload)]
+
+    dispatcher = w.dispatcher()
+    assert await dispatcher.run_once() == 1
+    [send] = w.sim.sent
+    assert (send.addressed_by, send.to, send.wa_id, send.recipient) == ("recipient", None, None, BSUID_CUSTOMER)
+    assert send.payload == {"messaging_product": "whatsapp", "recipient_type": "individual",
+                            "recipient": BSUID_CUSTOMER, "type": "text",
+                            "text": {"preview_url": False, "body": "Sì, è pronto!"},
+                            "context": {"message_id": "wamid.in.username"},
+                            "biz_opaque_callback_data": f"parlo:outbox:{queued.outbox_id}"}
+    assert w.sim.count_by_recipient() == {BSUID_CUSTOMER: 1}
+    message = next(m for m in await w.messages() if m["id"] == queued.message_id)
+    assert (message["status"], message["wamid"]) == ("sent", send.wamid)
+
+    statuses = payloads.status_sequence(send.wamid, None, recipient_user_id=BSUID_CUSTOMER,
+                                        biz_opaque_callback_data=send.callback_data)
+    assert all("recipient_id" not in s for s in statuses)
+    body = encode(payloads.status_webhook(statuses, waba_id=WABA, phone_number_id=PHONE, display_phone_number=DISPLAY))
+    assert (await WebhookReceiver(w.pool, w.box, max_bytes=1_000_000).receive(body, sign(body, APP_SECRET))).status == 200
+    assert await w.pool.fetchval("SELECT status FROM messages WHERE id = $1", queued.message_id) == "read"
+    async with w.pool.acquire() as conn:
+        [row] = await outbound.list_outbox(conn)
+        assert (row["recipient"], row["state"]) == (BSUID_CUSTOMER, "done")
+
+    # the customer shows their number later: from then on Parlo writes to it, as Meta recommends
+    assert await _customer_writes(w, "wamid.in.phone", phone=CUSTOMER) == cid
+    async with w.pool.acquire() as conn:
+        again = await outbound.queue_text(conn, w.tenant_id, cid, "Ti aspettiamo!")
+    await w.drain(dispatcher)
+    sent = w.sim.sends_to(CUSTOMER)
+    assert [(s.addressed_by, s.to, s.recipient, s.text) for s in sent] == [("to", CUSTOMER, None, "Ti aspettiamo!")]
+    assert "recipient" not in sent[0].payload
+    assert next(m for m in await w.messages() if m["id"] == again.message_id)["payload"]["to"] == CUSTOMER
+
+
+async def test_a_message_meta_cannot_send_to_a_bsuid_fails_with_a_readable_reason(world: World) -> None:
+    """Some messages (one-time-code templates) still need a phone number: Meta answers 131062."""
+    w = world
+    cid = await _customer_writes(w, "wamid.in.otp")
+    w.sim.fail_recipient(BSUID_CUSTOMER, 131062)
+    async with w.pool.acquire() as conn:
+        queued = await outbound.queue_template(conn, w.tenant_id, cid, "codice_accesso", "it")
+    dispatcher = w.dispatcher()
+    await w.drain(dispatcher)
+    assert dispatcher.failed == 1 and w.sim.sent == []
+    assert [(a.recipient, a.to, a.error_code) for a in w.sim.failed_attempts] == [(BSUID_CUSTOMER, None, 131062)]
+    message = next(m for m in await w.messages() if m["id"] == queued.message_id)
+    [error] = message["error"]
+    assert message["status"] == "failed" and error["code"] == 131062
+    assert error["reason_en"] == ERROR_TABLE[131062].reason_en and "username" in error["reason_en"]
+
+
 # -- 2. the 24-hour customer service window ------------------------------------------------------
 
 

@@ -173,6 +173,84 @@ async def test_invalid_payloads_are_error_100(sim: Simulator, graph: httpx.Async
     assert [(a.http_status, a.fault) for a in sim.attempts] == [(400, "validation")]
 
 
+BSUID = "US.13491208655302741918"
+
+
+async def test_a_send_may_name_a_bsuid_as_recipient_instead_of_a_phone(sim: Simulator, graph: httpx.AsyncClient) -> None:
+    """Meta's BSUID rollout: "recipient" names a user by business-scoped user id; "to" wins when both are given."""
+    by_bsuid = {k: v for k, v in text(CUSTOMER, "ciao").items() if k != "to"} | {"recipient": BSUID}
+    r = await graph.post(f"/{PHONE}/messages", json=by_bsuid)
+    assert r.status_code == 200, r.text
+    assert r.json()["contacts"] == [{"input": BSUID, "user_id": BSUID}]  # no wa_id: Meta did not reveal a phone
+    r = await graph.post(f"/{PHONE}/messages", json=text("+39 333 123 4567", "entrambi", recipient=BSUID))
+    assert r.json()["contacts"] == [{"input": "+39 333 123 4567", "wa_id": CUSTOMER}]
+    parent = "US.ENT.11815799212886844830"
+    assert (await graph.post(f"/{PHONE}/messages", json=by_bsuid | {"recipient": parent})).status_code == 200
+
+    assert [(s.addressed_by, s.to, s.wa_id, s.recipient) for s in sim.sent] == [
+        ("recipient", None, None, BSUID), ("to", "+39 333 123 4567", CUSTOMER, BSUID), ("recipient", None, None, parent)]
+    assert sim.count_by_recipient() == {BSUID: 1, CUSTOMER: 1, parent: 1}
+    assert [s.text for s in sim.sends_to(BSUID)] == ["ciao"]
+    assert [(a.to, a.recipient) for a in sim.attempts] == [(None, BSUID), ("+39 333 123 4567", BSUID), (None, parent)]
+
+
+@pytest.mark.parametrize(
+    ("recipient", "status", "code"),
+    [(None, 400, 100), ("", 400, 100), ("13491208655302741918", 400, 131009), ("US." + "1" * 129, 400, 131009),
+     (12345, 400, 131009), ({"user_id": BSUID}, 400, 131009), ([BSUID], 400, 131009)],
+)
+async def test_a_send_without_a_usable_to_or_recipient_is_refused_as_meta_does(
+        sim: Simulator, graph: httpx.AsyncClient, recipient: Any, status: int, code: int) -> None:
+    payload = {k: v for k, v in text(CUSTOMER).items() if k != "to"}
+    if recipient is not None:
+        payload["recipient"] = recipient
+    error = assert_meta_error(await graph.post(f"/{PHONE}/messages", json=payload), status, code)
+    assert ("recipient" in error["error_data"]["details"]) and (code != 100 or "to" in error["message"])
+    assert sim.sent == [] and [(a.fault, a.error_code) for a in sim.attempts] == [("validation", code)]
+
+
+async def test_statuses_of_a_send_by_bsuid_name_the_recipient_user_id(sim: Simulator, graph: httpx.AsyncClient,
+                                                                       receiver: Receiver) -> None:
+    sim.set_webhook(receiver.url, APP_SECRET)
+    sim.auto_statuses()
+    sim.fail_recipient("IT.0000000000000000001", 131062, via="webhook")
+    for recipient in (BSUID, "IT.0000000000000000001"):
+        body = {k: v for k, v in text(CUSTOMER).items() if k != "to"} | {"recipient": recipient}
+        assert (await graph.post(f"/{PHONE}/messages", json=body)).status_code == 200
+    assert await sim.await_webhooks(5.0)
+    statuses = receiver.statuses()
+    assert sorted((s["recipient_user_id"], s["status"]) for s in statuses) == [
+        ("IT.0000000000000000001", "failed"), (BSUID, "delivered"), (BSUID, "read"), (BSUID, "sent")]
+    assert all("recipient_id" not in s for s in statuses)
+    [failed] = [s for s in statuses if s["status"] == "failed"]
+    assert failed["errors"][0]["code"] == 131062
+
+
+def test_payload_builders_make_username_only_messages_and_bsuid_statuses() -> None:
+    message = payloads.text_message(BSUID, "ciao", wamid="wamid.u", timestamp=1779000000)
+    assert message == {"from_user_id": BSUID, "id": "wamid.u", "timestamp": "1779000000", "type": "text",
+                       "text": {"body": "ciao"}}
+    both = payloads.with_user_id(payloads.text_message(CUSTOMER, "ciao", wamid="wamid.b"), BSUID,
+                                 parent_user_id="US.ENT.1")
+    assert (both["from"], both["from_user_id"], both["from_parent_user_id"]) == (CUSTOMER, BSUID, "US.ENT.1")
+    change = payloads.messages_change(PHONE, "1555", [message, both, payloads.text_message("393330000009", "x")],
+                                      profile_names={BSUID: "Giulia"}, usernames={BSUID: "giulia.b"})
+    assert change["value"]["contacts"] == [
+        {"profile": {"name": "Giulia", "username": "giulia.b"}, "user_id": BSUID},
+        {"profile": {"name": "User 0009"}, "wa_id": "393330000009"}]
+    one = payloads.inbound(message, waba_id=WABA, phone_number_id=PHONE, display_phone_number="1555",
+                           profile_name="Giulia", username="giulia.b")
+    assert one["entry"][0]["changes"][0]["value"]["contacts"] == [
+        {"profile": {"name": "Giulia", "username": "giulia.b"}, "user_id": BSUID}]
+    status = payloads.status("wamid.s", "delivered", None, recipient_user_id=BSUID, recipient_parent_user_id="US.ENT.1")
+    assert "recipient_id" not in status
+    assert (status["recipient_user_id"], status["recipient_parent_user_id"]) == (BSUID, "US.ENT.1")
+    hook = payloads.status_webhook(status, waba_id=WABA, phone_number_id=PHONE, display_phone_number="1555",
+                                   contacts=[payloads.contact(user_id=BSUID, username="giulia.b")])
+    assert hook["entry"][0]["changes"][0]["value"]["contacts"] == [{"profile": {"username": "giulia.b"},
+                                                                    "user_id": BSUID}]
+
+
 # -- faults --------------------------------------------------------------------------------------
 
 

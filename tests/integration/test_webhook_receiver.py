@@ -9,6 +9,8 @@ import hashlib
 import itertools
 import json
 import os
+import re
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -27,6 +29,11 @@ from engine.crypto import SecretBox
 from engine.db.pool import connect, create_pool
 from engine.db.queries import sql
 from engine.errors import ServiceUnavailable
+from engine.inbox import contacts as inbox_contacts
+from engine.inbox import conversations as inbox_conversations
+from engine.inbox.contacts import ContactQuery
+from engine.inbox.conversations import ConversationQuery
+from engine.inbox.principal import Principal
 from engine.tenants import Tenant
 from engine.whatsapp import channels
 from engine.whatsapp.channels import Channel
@@ -520,6 +527,180 @@ async def test_a_status_never_reaches_another_tenants_message(env: Env) -> None:
                                         message_statuses=1)
 
 
+# --- 4b. customers named by a business-scoped user id (BSUID) -----------------------------------
+
+BSUID = "US.13491208655302741918"  # USER's BSUID in the recorded bsuid_* payloads
+PARENT_BSUID = "US.ENT.11815799212886844830"
+CONTACT_COLUMNS = "wa_id, bsuid, parent_bsuid, username, profile_name"
+
+
+def bsuid_payload(wamid: str, body: str = "ciao", *, bsuid: str = BSUID, phone: str | None = None,
+                  username: str | None = None, at: int = 1779000000) -> dict[str, Any]:
+    """A message as Meta sends it since 2026: always the BSUID; the phone only if the user shows it."""
+    message = p.text_message(phone or bsuid, body, wamid=wamid, timestamp=at)
+    if phone is not None:
+        message = p.with_user_id(message, bsuid)
+    return p.inbound(message, waba_id=WABA_A, phone_number_id=PNID_A, display_phone_number=DISPLAY_A,
+                     profile_name="Sheena Nelson", username=username)
+
+
+async def contact_rows(env: Env) -> list[tuple[Any, ...]]:
+    return [tuple(r) for r in await env.db.fetch(f"SELECT {CONTACT_COLUMNS} FROM contacts ORDER BY created_at, id")]
+
+
+async def test_a_username_only_message_is_a_conversation_shown_by_its_username(env: Env) -> None:
+    """A customer who adopted a username writes without a phone number: stored like any other."""
+    data = recorded_bytes("bsuid_message_username_only")
+    raw = recorded_message("bsuid_message_username_only")
+    outcome = await env.receiver.receive(data, sign(data, SECRET_A))
+    assert (outcome.status, outcome.detail) == (200, "stored")
+    assert outcome.result is not None and [m.wamid for m in outcome.result.new_messages] == [raw["id"]]
+    assert await counts(env.db) == rows(webhook_receipts=1, contacts=1, conversations=1, messages=1)
+    assert await contact_rows(env) == [(None, BSUID, None, "sheena.nelson", "Sheena Nelson")]
+    conversation = await env.db.fetchrow("SELECT * FROM conversations")
+    assert (conversation["status"], conversation["unread_count"], conversation["last_inbound_at"]) == (
+        "open", 1, ts(raw["timestamp"]))
+    message = await env.db.fetchrow("SELECT * FROM messages")
+    assert (message["wamid"], message["body"], message["payload"], message["conversation_id"]) == (
+        raw["id"], "Hi, is my order ready?", raw, conversation["id"])
+    assert await env.db.fetchval("SELECT rejected FROM webhook_receipts") == []
+
+    # the inbox names them by username (and keeps the BSUID), finds them by it, with or without "@"
+    view = (await inbox_conversations.views(env.db, env.acme.id, [conversation["id"]]))[conversation["id"]]
+    assert view["contact"] == {"id": str(conversation["contact_id"]), "wa_id": None, "username": "sheena.nelson",
+                               "bsuid": BSUID, "name": "Sheena Nelson"}
+    supervisor = Principal(env.acme.id, uuid.uuid4(), "supervisor", "Sara")
+    for q in ("@sheena", "sheena.nel", BSUID):
+        found = await inbox_conversations.list_conversations(env.db, supervisor, ConversationQuery(q=q))
+        assert [c["id"] for c in found["items"]] == [str(conversation["id"])], q
+        listed = await inbox_contacts.list_contacts(env.db, supervisor, ContactQuery(q=q))
+        assert [(c["wa_id"], c["username"], c["bsuid"]) for c in listed["items"]] == [
+            (None, "sheena.nelson", BSUID)], q
+    assert (await inbox_contacts.list_contacts(env.db, supervisor, ContactQuery(q="@nobody")))["items"] == []
+
+
+@pytest.mark.parametrize("order", ["phone first", "username first"])
+async def test_one_customer_by_phone_and_by_bsuid_alone_is_one_contact(env: Env, order: str) -> None:
+    """Meta sends the BSUID with every message: whichever way the customer came first, the other
+    identifier is recorded on the same row, and the messages share one conversation."""
+    names = ["bsuid_message_with_phone", "bsuid_message_username_only"]
+    for name in names if order == "phone first" else reversed(names):
+        data = recorded_bytes(name)
+        outcome = await env.receiver.receive(data, sign(data, SECRET_A))
+        assert outcome.status == 200 and outcome.result is not None and len(outcome.result.new_messages) == 1
+    assert await counts(env.db) == rows(webhook_receipts=2, contacts=1, conversations=1, messages=2)
+    assert await contact_rows(env) == [(USER, BSUID, PARENT_BSUID, "sheena.nelson", "Sheena Nelson")]
+    assert await env.db.fetchval("SELECT unread_count FROM conversations") == 2
+
+
+async def test_a_contact_known_before_bsuids_learns_its_bsuid_from_the_next_message(env: Env) -> None:
+    """A customer first seen by phone alone (before Meta sent BSUIDs) stays one contact when they
+    later write by phone and BSUID, and then by username alone."""
+    for name in ("message_text", "bsuid_message_with_phone", "bsuid_message_username_only"):
+        data = recorded_bytes(name)
+        assert (await env.receiver.receive(data, sign(data, SECRET_A))).status == 200
+    assert await counts(env.db) == rows(webhook_receipts=3, contacts=1, conversations=1, messages=3)
+    assert await contact_rows(env) == [(USER, BSUID, PARENT_BSUID, "sheena.nelson", "Sheena Nelson")]
+
+
+async def test_a_bsuid_already_held_by_another_contact_stays_there(env: Env) -> None:
+    """A customer seen by phone before BSUIDs existed, then by username alone, is two rows (nothing
+    linked them). A later message naming both files under the phone's row and moves no identifier."""
+    for name in ("message_text", "bsuid_message_username_only", "bsuid_message_with_phone"):
+        data = recorded_bytes(name)
+        outcome = await env.receiver.receive(data, sign(data, SECRET_A))
+        assert outcome.status == 200 and outcome.result is not None and len(outcome.result.new_messages) == 1
+    assert await contact_rows(env) == [(USER, None, PARENT_BSUID, None, "Sheena Nelson"),
+                                       (None, BSUID, None, "sheena.nelson", "Sheena Nelson")]
+    assert [tuple(r) for r in await env.db.fetch(
+        "SELECT c.wa_id, c.bsuid, v.unread_count FROM conversations v JOIN contacts c ON c.id = v.contact_id "
+        "ORDER BY c.created_at")] == [(USER, None, 2), (None, BSUID, 1)]
+
+
+async def test_concurrent_first_messages_by_phone_and_by_bsuid_alone_make_one_contact(env: Env) -> None:
+    """Eight deliveries of one new customer at once, half with the phone, half by username alone:
+    the unique indexes decide, and every message lands in the one conversation."""
+    people = 6
+    for n in range(people):
+        bsuid, phone = f"IT.88{n:018d}", f"39333{n:07d}"
+        bodies = [encode(bsuid_payload(f"wamid.mix.{n}.{k}", bsuid=bsuid, phone=phone if k % 2 else None,
+                                       username=f"cliente.{n}", at=1779000000 + k)) for k in range(8)]
+        outcomes = await asyncio.gather(*(env.receiver.receive(b, sign(b, SECRET_A)) for b in bodies))
+        assert [o.status for o in outcomes] == [200] * 8, [o.detail for o in outcomes]
+    assert await counts(env.db) == rows(webhook_receipts=8 * people, contacts=people, conversations=people,
+                                        messages=8 * people)
+    assert sorted(tuple(r) for r in await env.db.fetch(
+        "SELECT c.wa_id, c.bsuid, c.username, v.unread_count, v.last_inbound_at FROM conversations v "
+        "JOIN contacts c ON c.id = v.contact_id")) == [
+        (f"39333{n:07d}", f"IT.88{n:018d}", f"cliente.{n}", 8, ts(1779000007)) for n in range(people)]
+
+
+async def test_statuses_by_recipient_user_id_advance_a_message_sent_to_a_bsuid(env: Env) -> None:
+    wamid = recorded("bsuid_status_delivered")["entry"][0]["changes"][0]["value"]["statuses"][0]["id"]
+    contact = await env.db.fetchval("INSERT INTO contacts (tenant_id, bsuid, username) VALUES ($1, $2, $3) "
+                                    "RETURNING id", env.acme.id, BSUID, "sheena.nelson")
+    conversation = await env.db.fetchval("INSERT INTO conversations (tenant_id, channel_id, contact_id) "
+                                         "VALUES ($1, $2, $3) RETURNING id", env.acme.id, env.channel_a.id, contact)
+    message_id = await env.db.fetchval(
+        "INSERT INTO messages (tenant_id, conversation_id, channel_id, direction, wamid, type, body, status, payload) "
+        "VALUES ($1, $2, $3, 'outbound', $4, 'text', 'pronto!', 'sent', $5) RETURNING id", env.acme.id, conversation,
+        env.channel_a.id, wamid, {"recipient": BSUID, "kind": "text", "body": "pronto!"})
+
+    data = recorded_bytes("bsuid_status_delivered")
+    outcome = await env.receiver.receive(data, sign(data, SECRET_A))
+    assert outcome.status == 200 and outcome.result is not None
+    assert [(c.message_id, c.status) for c in outcome.result.status_changes] == [(message_id, "delivered")]
+    read = p.status(wamid, "read", None, recipient_user_id=BSUID, timestamp=1779000180)
+    assert "recipient_id" not in read and read["recipient_user_id"] == BSUID
+    outcome = await env.deliver(p.status_webhook(read, waba_id=WABA_A, phone_number_id=PNID_A,
+                                                 display_phone_number=DISPLAY_A,
+                                                 contacts=[p.contact(user_id=BSUID, username="sheena.nelson")]))
+    assert outcome.result is not None and [c.status for c in outcome.result.status_changes] == ["read"]
+    assert await env.db.fetchval("SELECT status FROM messages WHERE id = $1", message_id) == "read"
+    assert [tuple(r) for r in await env.db.fetch(
+        "SELECT status, message_id FROM message_statuses ORDER BY occurred_at")] == [
+        ("delivered", message_id), ("read", message_id)]
+    # a status's contacts name the customer: they never create one nor touch the inbox
+    assert await counts(env.db) == rows(webhook_receipts=2, contacts=1, conversations=1, messages=1,
+                                        message_statuses=2)
+    assert await env.db.fetchval("SELECT unread_count FROM conversations") == 0
+
+
+MALFORMED_BSUIDS: list[Any] = [
+    "US." + "1" * 129, "x" * 100_000, "13491208655302741918", "us.1349", "US.1349 1208", "US.١٢٣٤", "", 4242,
+    True, 1.5, [BSUID], {"id": BSUID}, {"a": [{"a": [{"a": [BSUID]}]}]},
+]
+
+
+@pytest.mark.parametrize("bad", MALFORMED_BSUIDS, ids=[f"bsuid{i}" for i in range(len(MALFORMED_BSUIDS))])
+async def test_malformed_bsuids_are_refused_readably_never_a_500(env: Env, bad: Any) -> None:
+    alone = bsuid_payload("wamid.bad.alone")
+    alone["entry"][0]["changes"][0]["value"]["messages"][0]["from_user_id"] = bad
+    alone["entry"][0]["changes"][0]["value"]["contacts"][0]["user_id"] = bad
+    outcome = await env.deliver(alone)
+    assert (outcome.status, outcome.detail) == (200, "stored")
+    assert outcome.result is not None and outcome.result.new_messages == []
+    assert await env.db.fetchval("SELECT rejected FROM webhook_receipts") == [
+        {"reason": "contact without a valid 'wa_id' (phone number) or 'user_id' (business-scoped user id)"},
+        {"reason": "message without a valid 'from' (phone number) or 'from_user_id' (business-scoped user id)"}]
+
+    beside_phone = bsuid_payload("wamid.bad.phone", phone=USER)
+    beside_phone["entry"][0]["changes"][0]["value"]["messages"][0]["from_user_id"] = bad
+    outcome = await env.deliver(beside_phone)
+    assert outcome.status == 200 and outcome.result is not None and len(outcome.result.new_messages) == 1
+    assert await contact_rows(env) == [(USER, None, None, None, "Sheena Nelson")]
+    assert await env.db.fetchval("SELECT rejected FROM webhook_receipts ORDER BY id DESC LIMIT 1") == [
+        {"reason": "message with a malformed 'from_user_id'; the field was ignored"}]
+
+    status = p.status("wamid.bad.status", "delivered", None, timestamp=1779000000)
+    status["recipient_user_id"] = bad
+    outcome = await env.deliver(p.status_webhook(status, waba_id=WABA_A, phone_number_id=PNID_A,
+                                                 display_phone_number=DISPLAY_A))
+    assert outcome.status == 200 and outcome.result is not None and outcome.result.statuses_pending == 1
+    assert await counts(env.db) == rows(webhook_receipts=3, contacts=1, conversations=1, messages=1,
+                                        message_statuses=1)
+
+
 # --- 5. security and bad input -------------------------------------------------------------------
 
 
@@ -732,6 +913,14 @@ def _ident(value: Any) -> str | None:
     return value if isinstance(value, str) and 0 < len(value) <= 512 else None
 
 
+_BSUID = re.compile(r"[A-Z]{2}(?:\.[A-Z]{1,8})?\.[A-Za-z0-9]{1,128}")
+
+
+def _bsuid(value: Any) -> str | None:
+    """A business-scoped user id as Meta documents them ("US.13491208655302741918", "US.ENT.1181…")."""
+    return value if isinstance(value, str) and _BSUID.fullmatch(value) else None
+
+
 def _valid_timestamp(value: Any) -> bool:
     if isinstance(value, str) and 0 < len(value) <= 12 and value.isascii() and value.isdigit():
         value = int(value)
@@ -745,8 +934,8 @@ def _valid_timestamp(value: Any) -> bool:
 
 
 def expected_wamids(payload: Any) -> set[str]:
-    """Per the webhook contract: every message with an id, a sender and a valid timestamp, in a messages
-    change of an entry with an id, on a number of the signing app, is stored."""
+    """Per the webhook contract: every message with an id, a sender (a phone number or a BSUID) and a
+    valid timestamp, in a messages change of an entry with an id, on a number of the signing app, is stored."""
     wamids = set()
     if not isinstance(payload, dict) or payload.get("object") != "whatsapp_business_account":
         return wamids
@@ -767,7 +956,8 @@ def expected_wamids(payload: Any) -> set[str]:
                 if not isinstance(message, dict):
                     continue
                 wamid = _ident(message.get("id"))
-                if wamid and _ident(message.get("from")) and _valid_timestamp(message.get("timestamp")):
+                sender = _ident(message.get("from")) or _bsuid(message.get("from_user_id"))
+                if wamid and sender and _valid_timestamp(message.get("timestamp")):
                     wamids.add(wamid)
     return wamids
 

@@ -1,6 +1,10 @@
 """Replay: 5,000 signed webhooks (inbound messages of many types from 200 contacts of two tenants on
 three numbers, status callbacks of 1,000 outbound messages shuffled out of order, 10 % redelivered)
-driven through WebhookReceiver.receive eight at a time, then every table is checked row for row."""
+driven through WebhookReceiver.receive eight at a time, then every table is checked row for row.
+
+Every message carries its sender's business-scoped user id (BSUID), as Meta's have since 2026, and
+30 of the contacts have a username: half of their messages come without a phone number. Whatever
+the order, each of them must stay one contact with one conversation per number."""
 
 from __future__ import annotations
 
@@ -37,6 +41,7 @@ OUTBOUND = 1_000
 WAMID_LATER = 50  # outbound messages whose wamid the outbox learns only after their statuses arrived
 CONCURRENCY = 8
 T0 = 1_750_000_000
+USERNAME_CONTACTS = 30  # of the contacts the outbox never wrote to first (see build_plan)
 
 TABLES = ("webhook_receipts", "contacts", "conversations", "messages", "media", "message_statuses")
 RANK = {"sent": 2, "failed": 3, "delivered": 4, "read": 5}
@@ -73,6 +78,22 @@ class Plan:
     outbound: dict[str, tuple[str, str, str]] = field(default_factory=dict)  # wamid → (tenant, number, wa_id)
     statuses: dict[str, list[str]] = field(default_factory=dict)  # wamid → states sent
     later: list[str] = field(default_factory=list)
+    usernames: dict[str, str] = field(default_factory=dict)  # wa_id → username, for those who have one
+    never_shown: set[str] = field(default_factory=set)  # wa_ids of username contacts who never show their number
+    phone_shown: set[tuple[str, str]] = field(default_factory=set)  # (tenant, wa_id) whose number Parlo learnt
+    wrote: set[tuple[str, str]] = field(default_factory=set)  # (tenant, wa_id) who sent anything
+
+
+def bsuid_of(wa_id: str) -> str:
+    return f"IT.{wa_id}"
+
+
+def _as_meta_sends(message: dict[str, Any], sender: str, hide_phone: bool) -> dict[str, Any]:
+    """The message with its sender's BSUID; without the phone number when the username hides it."""
+    if not hide_phone:
+        return p.with_user_id(message, bsuid_of(sender))
+    message = {k: v for k, v in message.items() if k != "from"}
+    return {"from_user_id": bsuid_of(sender), **message}
 
 
 def _inbound_message(rng: random.Random, kind: str, sender: str, wamid: str, at: int) -> dict[str, Any]:
@@ -113,6 +134,7 @@ def build_plan() -> Plan:
         wa_id = senders_of_outbound[i % len(senders_of_outbound)]
         number = home[wa_id]
         plan.contacts.setdefault((NUMBERS[number].tenant, wa_id), None)
+        plan.phone_shown.add((NUMBERS[number].tenant, wa_id))  # the outbox created it by phone
         plan.conversations.setdefault((NUMBERS[number].tenant, number, wa_id), [])
         wamid = f"wamid.out.{i:05d}"
         plan.outbound[wamid] = (NUMBERS[number].tenant, number, wa_id)
@@ -141,6 +163,12 @@ def build_plan() -> Plan:
     # inbound deliveries fill the rest: one message, a burst of one contact, or two contacts at once
     seq = 0
     both = set(wa_ids[:10])  # these ten write to both numbers of acme
+    # Contacts with a username, among those Parlo first meets when they write: a contact the outbox
+    # created by phone before BSUIDs existed and who then writes by username alone is a second row
+    # (nothing links the two; see schema/0012_bsuid.sql), which is not what this replay checks.
+    plan.usernames = {w: f"cliente.{w[-4:]}" for w in wa_ids[1::2][:USERNAME_CONTACTS]}
+    plan.never_shown = set(wa_ids[1::2][:5])  # these never show their number; the other 25 show it half the time
+    hide = random.Random(SEED + 2)
     while len(deliveries) < DELIVERIES - REDELIVERED:
         wa_id = rng.choice(wa_ids)
         number = home[wa_id]
@@ -156,15 +184,21 @@ def build_plan() -> Plan:
             kind = rng.choice(KINDS)
             wamid = f"wamid.in.{seq:06d}"
             at = T0 + seq
-            messages.append(_inbound_message(rng, kind, sender, wamid, at))
+            hide_phone = sender in plan.never_shown or (sender in plan.usernames and hide.random() < 0.5)
+            messages.append(_as_meta_sends(_inbound_message(rng, kind, sender, wamid, at), sender, hide_phone))
             n = NUMBERS[number]
             plan.contacts[(n.tenant, sender)] = f"Cliente {sender[-4:]}"
+            plan.wrote.add((n.tenant, sender))
+            if not hide_phone:
+                plan.phone_shown.add((n.tenant, sender))
             plan.conversations.setdefault((n.tenant, number, sender), []).append(at)
             plan.inbound[wamid] = kind
             plan.media += kind in MEDIA_KINDS
         n = NUMBERS[number]
-        names = {s: f"Cliente {s[-4:]}" for s in senders}
-        payload = p.webhook(p.entry(n.waba, p.messages_change(n.pnid, n.display, messages, profile_names=names)))
+        names = {bsuid_of(s): f"Cliente {s[-4:]}" for s in senders}
+        usernames = {bsuid_of(s): plan.usernames[s] for s in senders if s in plan.usernames}
+        payload = p.webhook(p.entry(n.waba, p.messages_change(n.pnid, n.display, messages, profile_names=names,
+                                                              usernames=usernames)))
         deliveries.append((payload, n.secret, len(messages)))
 
     for payload, secret, size in deliveries:
@@ -312,19 +346,26 @@ async def test_replay_5000_webhooks(world: World) -> None:
     assert all(r["slug"] == NUMBERS[_number_of(r["phone_number_id"])].tenant for r in stored)
     assert await world.db.fetchval("SELECT count(*) FROM media WHERE state = 'pending'") == plan.media
 
-    # conversations: one per (tenant, number, contact), unread = its inbound messages, latest timestamp
+    # conversations: one per (tenant, number, contact), unread = its inbound messages, latest timestamp;
+    # a contact is one person, named by the phone once it was shown and by the BSUID once they wrote
     conversations = await world.db.fetch(
-        "SELECT t.slug, ch.phone_number_id, c.wa_id, c.profile_name, v.status, v.unread_count, v.last_inbound_at "
+        "SELECT t.slug, ch.phone_number_id, c.wa_id, c.bsuid, c.username, c.profile_name, v.status, "
+        "       v.unread_count, v.last_inbound_at, coalesce(c.wa_id, substr(c.bsuid, 4)) AS person "
         "FROM conversations v JOIN tenants t ON t.id = v.tenant_id JOIN channels ch ON ch.id = v.channel_id "
         "JOIN contacts c ON c.id = v.contact_id")
     seen = {}
     for r in conversations:
-        key = (r["slug"], _number_of(r["phone_number_id"]), r["wa_id"])
+        person = (r["slug"], r["person"])
+        key = (r["slug"], _number_of(r["phone_number_id"]), r["person"])
         stamps = plan.conversations[key]
         seen[key] = (r["status"], r["unread_count"], r["last_inbound_at"])
         assert seen[key] == ("open", len(stamps), _ts(max(stamps)) if stamps else None), key
-        assert r["profile_name"] == plan.contacts[(r["slug"], r["wa_id"])]
+        assert r["profile_name"] == plan.contacts[person]
+        assert (r["wa_id"], r["bsuid"], r["username"]) == (
+            r["person"] if person in plan.phone_shown else None, bsuid_of(r["person"]) if person in plan.wrote else None,
+            plan.usernames.get(r["person"])), key
     assert set(seen) == set(plan.conversations)
+    assert {w for _, w in plan.wrote - plan.phone_shown} == plan.never_shown
 
     per_tenant = {r["slug"]: r["n"] for r in await world.db.fetch(
         "SELECT t.slug, count(*) AS n FROM messages m JOIN tenants t ON t.id = m.tenant_id GROUP BY t.slug")}

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from engine.whatsapp import errors as e
-from engine.whatsapp.graph import GraphClient, MediaInfo, MessageTemplate, SendResult
+from engine.whatsapp.graph import GraphClient, MediaInfo, MessageTemplate, Recipient, SendResult
 
 pytestmark = pytest.mark.unit
 
@@ -94,6 +94,34 @@ async def test_send_text_posts_the_documented_payload() -> None:
         result.wamid = "x"  # type: ignore[misc]
     # the configured timeouts travel with the request
     assert seen[0].extensions["timeout"] == {"connect": 5.0, "read": 15.0, "write": 15.0, "pool": 15.0}
+
+
+async def test_a_customer_known_only_by_bsuid_is_sent_to_as_recipient() -> None:
+    """A user whose username hides their number: "recipient" carries the BSUID, and no "to" is sent."""
+    bsuid = "US.13491208655302741918"
+    answer = {"messaging_product": "whatsapp", "contacts": [{"input": bsuid, "user_id": bsuid}],
+              "messages": [{"id": WAMID}]}
+    handler = expect_json("POST", f"/v21.0/{PNID}/messages", {
+        "messaging_product": "whatsapp", "recipient_type": "individual", "recipient": bsuid, "type": "text",
+        "text": {"preview_url": False, "body": "Ciao!"}}, answer)
+    async with client_for(handler) as graph:
+        result = await graph.send_text(PNID, Recipient(user_id=bsuid), "Ciao!")
+    assert result == SendResult(wamid=WAMID, wa_id=None, user_id=bsuid)
+
+
+async def test_a_phone_wins_over_a_bsuid_and_one_of_them_is_needed() -> None:
+    handler = expect_json("POST", f"/v21.0/{PNID}/messages", {
+        "messaging_product": "whatsapp", "recipient_type": "individual", "to": TO, "type": "reaction",
+        "reaction": {"message_id": WAMID, "emoji": "👍"}})
+    async with client_for(handler) as graph:
+        assert (await graph.send_reaction(PNID, Recipient(phone=TO, user_id="US.1"), WAMID, "👍")).wa_id == TO
+
+    def never(request: httpx.Request) -> httpx.Response:
+        raise AssertionError("nothing may reach Meta")
+
+    async with client_for(never) as graph:
+        with pytest.raises(ValueError, match="phone number or a business-scoped user id"):
+            await graph.send_text(PNID, Recipient(), "x")
 
 
 async def test_send_text_as_a_reply_with_a_link_preview() -> None:

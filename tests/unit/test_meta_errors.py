@@ -55,6 +55,7 @@ EXPECTED: dict[int, tuple[type[e.MetaApiError], bool]] = {
     131009: (e.InvalidRequest, False),
     131021: (e.InvalidRequest, False),
     131051: (e.InvalidRequest, False),
+    131062: (e.InvalidRequest, False),
     135000: (e.InvalidRequest, False),
     368: (e.PolicyBlocked, False),
     131031: (e.PolicyBlocked, False),

@@ -7,6 +7,7 @@ import copy
 import dataclasses
 import json
 import random
+import re
 from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
@@ -41,6 +42,9 @@ pytestmark = pytest.mark.unit
 DATA = Path(__file__).resolve().parents[1] / "data" / "whatsapp"
 PNID = "106540352242922"
 USER = "16505551234"
+BSUID = "US.13491208655302741918"  # the business-scoped user id of USER in the bsuid_* payloads
+PARENT_BSUID = "US.ENT.11815799212886844830"
+BSUID_SHAPE = re.compile(r"[A-Z]{2}(?:\.[A-Z]{1,8})?\.[A-Za-z0-9]{1,128}")
 
 
 @cache
@@ -243,6 +247,133 @@ def test_failed_status_errors() -> None:
     assert error.href == "https://developers.facebook.com/docs/whatsapp/cloud-api/support/error-codes/"
 
 
+# --- business-scoped user ids (BSUID) and usernames --------------------------------------------
+
+
+def test_a_username_only_message_is_a_message_named_by_its_bsuid() -> None:
+    """A user who adopted a username may write without a phone number: never dropped."""
+    batch = parse_webhook(load("bsuid_message_username_only"))
+    assert batch.rejected == ()
+    (message,) = batch.messages
+    assert (message.from_wa_id, message.from_user_id, message.from_parent_user_id) == (None, BSUID, None)
+    assert (message.profile_name, message.username, message.sender) == ("Sheena Nelson", "sheena.nelson", BSUID)
+    assert (message.type, message.text) == (MessageType.TEXT, "Hi, is my order ready?")
+    (contact,) = batch.contacts
+    assert (contact.wa_id, contact.user_id, contact.username, contact.profile_name) == (
+        None, BSUID, "sheena.nelson", "Sheena Nelson")
+
+
+def test_a_message_with_phone_and_bsuid_keeps_both_and_the_parent() -> None:
+    (message,) = parse_webhook(load("bsuid_message_with_phone")).messages
+    assert (message.from_wa_id, message.from_user_id, message.from_parent_user_id) == (USER, BSUID, PARENT_BSUID)
+    assert (message.profile_name, message.username, message.sender) == ("Sheena Nelson", None, BSUID)
+    (contact,) = parse_webhook(load("bsuid_message_with_phone")).contacts
+    assert (contact.wa_id, contact.user_id, contact.parent_user_id) == (USER, BSUID, PARENT_BSUID)
+
+
+def test_a_status_of_a_message_sent_to_a_bsuid_is_kept_without_recipient_id() -> None:
+    batch = parse_webhook(load("bsuid_status_delivered"))
+    assert batch.rejected == () and batch.messages == ()
+    (status,) = batch.statuses
+    assert (status.status, status.recipient_id, status.recipient_user_id) == (MessageStatus.DELIVERED, None, BSUID)
+    assert status.timestamp == ts(1779000120)
+    (contact,) = batch.contacts  # delivered and read carry the username
+    assert (contact.wa_id, contact.user_id, contact.username, contact.profile_name) == (
+        None, BSUID, "sheena.nelson", None)
+
+
+def test_the_profile_of_a_username_only_sender_is_found_by_bsuid_among_several() -> None:
+    other = "IT.8800000000000000001"
+    payload = _with_message(**{"id": "wamid.a", "from_user_id": other, "timestamp": "1779000000", "type": "text",
+                               "text": {"body": "a"}})
+    value = payload["entry"][0]["changes"][0]["value"]
+    value["messages"].append({"id": "wamid.b", "from": USER, "timestamp": "1779000001", "type": "text",
+                              "text": {"body": "b"}})
+    value["contacts"] = [{"profile": {"name": "Phone Person"}, "wa_id": USER},
+                         {"profile": {"name": "Handle Person", "username": "handle"}, "user_id": other}]
+    batch = parse_webhook(payload)
+    assert batch.rejected == ()
+    assert [(m.sender, m.profile_name, m.username) for m in batch.messages] == [
+        (other, "Handle Person", "handle"), (USER, "Phone Person", None)]
+
+
+MALFORMED_BSUIDS: list[object] = [
+    "US." + "1" * 129,  # longer than Meta's 128 characters
+    "x" * 100_000,
+    "13491208655302741918",  # a phone-like string: no country code
+    "us.13491208655302741918",
+    "US.1349 1208",
+    "US.١٢٣٤",  # digits, but not ASCII ones
+    "US.",
+    "",
+    13491208655302741918,
+    1.5,
+    True,
+    ["US.13491208655302741918"],
+    {"id": "US.13491208655302741918"},
+    {"a": [{"a": [{"a": ["US.13491208655302741918"]}]}]},  # nested objects
+]
+
+
+@pytest.mark.parametrize("bad", MALFORMED_BSUIDS, ids=[f"bsuid{i}" for i in range(len(MALFORMED_BSUIDS))])
+def test_a_malformed_bsuid_alone_rejects_the_message_readably(bad: object) -> None:
+    payload = load("bsuid_message_username_only")
+    value = payload["entry"][0]["changes"][0]["value"]
+    value["messages"][0]["from_user_id"] = bad
+    value["contacts"][0]["user_id"] = bad
+    batch = parse_webhook(payload)
+    assert batch.messages == () and batch.contacts == ()
+    assert [r.reason for r in batch.rejected] == [
+        "contact without a valid 'wa_id' (phone number) or 'user_id' (business-scoped user id)",
+        "message without a valid 'from' (phone number) or 'from_user_id' (business-scoped user id)"]
+
+
+@pytest.mark.parametrize("bad", MALFORMED_BSUIDS, ids=[f"bsuid{i}" for i in range(len(MALFORMED_BSUIDS))])
+def test_a_malformed_bsuid_beside_a_phone_is_ignored_and_noted(bad: object) -> None:
+    """The phone still names the sender: the message is kept, the bad field is not, the receipt says why."""
+    payload = load("bsuid_message_with_phone")
+    value = payload["entry"][0]["changes"][0]["value"]
+    value["messages"][0]["from_user_id"] = bad
+    value["contacts"][0]["user_id"] = bad
+    batch = parse_webhook(payload)
+    (message,) = batch.messages
+    assert (message.from_wa_id, message.from_user_id, message.sender) == (USER, None, USER)
+    (contact,) = batch.contacts
+    assert (contact.wa_id, contact.user_id) == (USER, None)
+    assert [r.reason for r in batch.rejected] == ["contact with a malformed 'user_id'; the field was ignored",
+                                                  "message with a malformed 'from_user_id'; the field was ignored"]
+
+
+@pytest.mark.parametrize("bad", MALFORMED_BSUIDS, ids=[f"bsuid{i}" for i in range(len(MALFORMED_BSUIDS))])
+def test_a_malformed_recipient_user_id_leaves_the_status_standing_on_its_wamid(bad: object) -> None:
+    payload = load("bsuid_status_delivered")
+    payload["entry"][0]["changes"][0]["value"]["statuses"][0]["recipient_user_id"] = bad
+    batch = parse_webhook(payload)
+    (status,) = batch.statuses
+    assert (status.recipient_id, status.recipient_user_id, status.status) == (None, None, MessageStatus.DELIVERED)
+    assert [r.reason for r in batch.rejected] == ["status with a malformed 'recipient_user_id'; the field was ignored"]
+
+
+def test_a_username_that_is_not_a_short_string_is_ignored() -> None:
+    for bad in ("u" * 129, {"name": "x"}, 42, ""):
+        payload = load("bsuid_message_username_only")
+        payload["entry"][0]["changes"][0]["value"]["contacts"][0]["profile"]["username"] = bad
+        batch = parse_webhook(payload)
+        (message,) = batch.messages
+        assert (message.from_user_id, message.username, message.profile_name) == (BSUID, None, "Sheena Nelson")
+        assert [r.reason for r in batch.rejected] == [
+            "contact profile with a malformed 'username'; the field was ignored"]
+
+
+def test_a_parent_bsuid_is_not_mistaken_for_a_malformed_one() -> None:
+    payload = load("bsuid_message_username_only")
+    value = payload["entry"][0]["changes"][0]["value"]
+    value["messages"][0]["from_user_id"] = PARENT_BSUID  # a send to a parent BSUID works the same way
+    value["contacts"][0]["user_id"] = PARENT_BSUID
+    (message,) = parse_webhook(payload).messages
+    assert message.from_user_id == PARENT_BSUID and message.username == "sheena.nelson"
+
+
 # --- other changes ------------------------------------------------------------------------------
 
 
@@ -376,6 +507,10 @@ REJECTED_CASES: list[tuple[str, object, str]] = [
     ("message with list id", _with_message(**{**GOOD, "id": ["wamid"]}), "'id'"),
     ("message with huge id", _with_message(**{**GOOD, "id": "w" * 100_000}), "'id'"),
     ("message without from", _with_message(**{k: v for k, v in GOOD.items() if k != "from"}), "'from'"),
+    ("message without from, malformed BSUID", _with_message(
+        **{k: v for k, v in GOOD.items() if k != "from"}, from_user_id="13491208655302741918"), "'from_user_id'"),
+    ("message with from and BSUID both malformed", _with_message(
+        **{**GOOD, "from": {"phone": USER}, "from_user_id": ["US.1"]}), "'from' (phone number) or 'from_user_id'"),
     ("garbage timestamp", _with_message(**{**GOOD, "timestamp": "yesterday"}), "timestamp"),
     ("negative timestamp", _with_message(**{**GOOD, "timestamp": -5}), "timestamp"),
     ("float timestamp", _with_message(**{**GOOD, "timestamp": 1.5}), "timestamp"),
@@ -507,11 +642,21 @@ def _parse_never_raises_unexpected(payload: object) -> None:
     # The parser's safety net must not be what saved us: that would be a bug hidden as a rejection.
     assert not [r.reason for r in batch.rejected if "could not be parsed" in r.reason]
     for message in batch.messages:
-        assert isinstance(message.wamid, str) and isinstance(message.from_wa_id, str)
+        assert isinstance(message.wamid, str)
+        # a sender always: the phone, the BSUID or both, each of its own shape or absent
+        assert message.from_wa_id is not None or message.from_user_id is not None
+        assert message.from_wa_id is None or isinstance(message.from_wa_id, str)
+        for user_id in (message.from_user_id, message.from_parent_user_id):
+            assert user_id is None or BSUID_SHAPE.fullmatch(user_id)
+        assert message.sender in (message.from_user_id, message.from_wa_id)
         assert message.timestamp.tzinfo is UTC
         assert message.text is None or isinstance(message.text, str)
     for status in batch.statuses:
         assert isinstance(status.wamid, str) and isinstance(status.raw_status, str)
+        assert status.recipient_user_id is None or BSUID_SHAPE.fullmatch(status.recipient_user_id)
+    for contact in batch.contacts:
+        assert contact.wa_id is not None or contact.user_id is not None
+        assert contact.username is None or isinstance(contact.username, str)
 
 
 def _paths(value: object, prefix: Path_ = ()) -> list[Path_]:
@@ -566,7 +711,8 @@ def _replace_leaves(value: object, leaf: object) -> None:
 
 
 _RANDOM_VALUES: list[object] = [None, 0, -7, 2**70, 1.25, float("inf"), True, False, "", "wamid.x", "1749416383",
-                                "x" * 5000, [], {}, [None], {"id": None}, {"type": "text"}]
+                                "x" * 5000, [], {}, [None], {"id": None}, {"type": "text"}, BSUID,
+                                "US." + "1" * 129, {"user_id": BSUID}]
 
 
 def _mutate(payload: object, rng: random.Random) -> None:
@@ -580,7 +726,8 @@ def _mutate(payload: object, rng: random.Random) -> None:
     elif action == 1:
         _set(payload, path, copy.deepcopy(rng.choice(_RANDOM_VALUES)))
     elif action == 2:
-        _inject(payload, path, rng.choice(["type", "id", "from", "unknown_key", "errors", "x"]),
+        _inject(payload, path, rng.choice(["type", "id", "from", "from_user_id", "user_id", "recipient_user_id",
+                                           "unknown_key", "errors", "x"]),
                 copy.deepcopy(rng.choice(_RANDOM_VALUES)))
     else:
         _set(payload, path, _deep(rng.choice([1, 50, 3000])))

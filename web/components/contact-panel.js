@@ -1,7 +1,7 @@
 import { html, useState, useEffect } from "../lib/html.js";
 import { t } from "../lib/i18n.js";
 import { api } from "../lib/api.js";
-import { shortTime, errorText, initials } from "../lib/format.js";
+import { contactHandle, shortTime, errorText, initials } from "../lib/format.js";
 
 export function ContactPanel({ contactId, onClose, onOpen }) {
   const [contact, setContact] = useState(null);
@@ -26,7 +26,7 @@ export function ContactPanel({ contactId, onClose, onOpen }) {
     }
   }
 
-  const name = contact?.display_name || contact?.profile_name || contact?.wa_id;
+  const name = contact?.display_name || contact?.profile_name || contactHandle(contact);
   return html`
     <aside class="side-panel" id="contact-panel" aria-labelledby="contact-title">
       <header class="panel-head">
@@ -39,7 +39,7 @@ export function ContactPanel({ contactId, onClose, onOpen }) {
             <span class="avatar large" aria-hidden="true">${initials(name)}</span>
             <div>
               <p class="contact-name">${name}</p>
-              <p class="muted">+${contact.wa_id}</p>
+              <p class="muted">${contactHandle(contact)}</p>
               ${contact.profile_name && contact.profile_name !== name ? html`<p class="muted">${t("contact.profileName")}: ${contact.profile_name}</p>` : ""}
             </div>
           </div>

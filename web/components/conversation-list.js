@@ -2,7 +2,7 @@ import { html, useState, useEffect, useRef, useCallback } from "../lib/html.js";
 import { t } from "../lib/i18n.js";
 import { api } from "../lib/api.js";
 import { live } from "../lib/live.js";
-import { shortTime, initials, errorText } from "../lib/format.js";
+import { contactHandle, shortTime, initials, errorText } from "../lib/format.js";
 
 const STATUSES = ["open", "pending", "snoozed", "resolved"];
 const SCOPES = ["all", "mine", "unassigned"];
@@ -161,7 +161,7 @@ export function ConversationList({ list, selectedId, onSelect, me }) {
       ${items.map((c) => {
         const selected = c.id === selectedId;
         const unread = selected ? 0 : c.unread_count;
-        const name = c.contact?.name || c.contact?.wa_id;
+        const name = c.contact?.name || contactHandle(c.contact);
         const last = c.last_message;
         return html`
           <li key=${c.id}>

@@ -2,7 +2,7 @@ import { html, useState, useEffect, useRef, useLayoutEffect, useCallback } from 
 import { t } from "../lib/i18n.js";
 import { api } from "../lib/api.js";
 import { live } from "../lib/live.js";
-import { clock, dayLabel, errorText, fullTime } from "../lib/format.js";
+import { clock, contactHandle, dayLabel, errorText, fullTime } from "../lib/format.js";
 import { Message, Note } from "./message.js";
 import { Composer } from "./composer.js";
 import { TemplatePicker } from "./template-picker.js";
@@ -310,7 +310,7 @@ export function Thread({ id, initial, me, users, labels, onChanged, onBack, cont
     return html`<div class="placeholder" role=${error ? "alert" : "status"}>${error ? errorText(error) : t("app.loading")}</div>`;
   }
   const windowOpen = Boolean(conversation.window_expires_at) && Date.parse(conversation.window_expires_at) > now;
-  const name = conversation.contact?.name || conversation.contact?.wa_id;
+  const name = conversation.contact?.name || contactHandle(conversation.contact);
 
   // one timeline of messages and internal notes, with a separator per day
   const timeline = [...messages.map((m) => ({ kind: "message", at: m.created_at, item: m })),
@@ -326,7 +326,7 @@ export function Thread({ id, initial, me, users, labels, onChanged, onBack, cont
         </button>
         <div class="thread-title">
           <h2 id="thread-title">${name}</h2>
-          <span class="muted">+${conversation.contact?.wa_id} · ${t(`status.${conversation.status}`)}</span>
+          <span class="muted">${contactHandle(conversation.contact)} · ${t(`status.${conversation.status}`)}</span>
         </div>
         <${WindowCountdown} expiresAt=${conversation.window_expires_at} now=${now} />
         <div class="thread-actions">

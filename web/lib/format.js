@@ -45,6 +45,15 @@ export function fileSize(bytes) {
   return `${n.toLocaleString(locale(), { maximumFractionDigits: unit ? 1 : 0 })} ${units[unit]}`;
 }
 
+/** How WhatsApp names a contact: "+number", or "@username" for a customer who hides their number
+ * behind a username, or (knowing neither) their business-scoped user id. */
+export function contactHandle(contact) {
+  if (!contact) return "";
+  if (contact.wa_id) return `+${contact.wa_id}`;
+  if (contact.username) return `@${contact.username}`;
+  return contact.bsuid || "";
+}
+
 export function initials(name) {
   const parts = String(name || "?").trim().split(/\s+/).filter(Boolean);
   return (parts.length > 1 ? parts[0][0] + parts[parts.length - 1][0] : (parts[0] || "?").slice(0, 2)).toUpperCase();

@@ -78,17 +78,18 @@ WHERE s.message_id IS NULL AND m.tenant_id = s.tenant_id AND m.wamid = s.wamid
 RETURNING s.tenant_id, s.wamid, s.status, s.occurred_at, s.errors;
 
 -- name: ingest_message
-SELECT * FROM parlo_ingest_message($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13);
+-- $3 the sender's phone, $4 their BSUID, $5 parent BSUID, $6 username (schema/0012_bsuid.sql)
+SELECT * FROM parlo_ingest_message($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16);
 
 -- name: ingest_single_message
 -- A delivery of one message and nothing else (most of them): the message and the raw receipt in
 -- one statement, so one round trip and no BEGIN/COMMIT of its own. A redelivery stores the receipt
 -- with duplicates = 1 and returns a row whose o_message_id is NULL.
 WITH m AS (
-    SELECT * FROM parlo_ingest_message($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+    SELECT * FROM parlo_ingest_message($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
 ), r AS (
     INSERT INTO webhook_receipts (tenant_id, channel_id, body_sha256, body, messages, statuses, duplicates, rejected)
-    SELECT $1, $2, $14, $15, counted.n, 0, 1 - counted.n, $16 FROM (SELECT count(*)::int AS n FROM m) counted
+    SELECT $1, $2, $17, $18, counted.n, 0, 1 - counted.n, $19 FROM (SELECT count(*)::int AS n FROM m) counted
     RETURNING id
 )
 SELECT r.id AS o_receipt_id, m.* FROM r LEFT JOIN m ON true;

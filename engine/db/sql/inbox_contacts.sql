@@ -1,20 +1,24 @@
 -- Contacts as the inbox shows them (engine/inbox/contacts.py).
 
 -- name: list_contacts
--- sorted by the name shown (display name, else profile name, else number), then id; $5/$6 the cursor
-SELECT id, wa_id, profile_name, display_name, email,
-       lower(coalesce(display_name, profile_name, wa_id)) AS sort_name
+-- sorted by the name shown (display name, else profile name, else username, else number, else BSUID:
+-- a customer who hides their number behind a username may have no other), then id; $4/$5 the cursor;
+-- $7 the search without a leading "@", for usernames and BSUIDs
+SELECT id, wa_id, bsuid, username, profile_name, display_name, email,
+       lower(coalesce(display_name, profile_name, username, wa_id, bsuid)) AS sort_name
 FROM contacts
 WHERE tenant_id = $1
   AND ($2::text IS NULL
        OR coalesce(display_name, '') ILIKE $2 OR coalesce(profile_name, '') ILIKE $2 OR coalesce(email, '') ILIKE $2
+       OR coalesce(username, '') ILIKE $7 OR coalesce(bsuid, '') ILIKE $7
        OR ($3::text IS NOT NULL AND wa_id LIKE '%' || $3 || '%'))
-  AND ($4::text IS NULL OR (lower(coalesce(display_name, profile_name, wa_id)), id) > ($4, $5::uuid))
-ORDER BY lower(coalesce(display_name, profile_name, wa_id)), id
+  AND ($4::text IS NULL OR (lower(coalesce(display_name, profile_name, username, wa_id, bsuid)), id) > ($4, $5::uuid))
+ORDER BY lower(coalesce(display_name, profile_name, username, wa_id, bsuid)), id
 LIMIT $6;
 
 -- name: get_contact
-SELECT id, wa_id, profile_name, display_name, email, notes, attributes FROM contacts WHERE tenant_id = $1 AND id = $2;
+SELECT id, wa_id, bsuid, username, profile_name, display_name, email, notes, attributes
+FROM contacts WHERE tenant_id = $1 AND id = $2;
 
 -- name: contact_conversations
 SELECT id, status, last_message_at, team_id, assignee_id

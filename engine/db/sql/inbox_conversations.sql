@@ -2,7 +2,8 @@
 -- tenant; row-level security is the second wall.
 
 -- name: list_conversation_ids
--- $2 sees_all, $3 the user, $4 the user's teams; $13/$14 the keyset cursor (sort_at, id).
+-- $2 sees_all, $3 the user, $4 the user's teams; $13/$14 the keyset cursor (sort_at, id); $16 the search
+-- without a leading "@", for usernames and BSUIDs.
 SELECT c.id, coalesce(c.last_message_at, c.created_at) AS sort_at
 FROM conversations c
 JOIN contacts ct ON ct.tenant_id = c.tenant_id AND ct.id = c.contact_id
@@ -24,6 +25,8 @@ WHERE c.tenant_id = $1
        OR ($11::text IS NOT NULL AND ct.wa_id LIKE '%' || $11 || '%')
        OR coalesce(ct.display_name, '') ILIKE $10
        OR coalesce(ct.profile_name, '') ILIKE $10
+       OR coalesce(ct.username, '') ILIKE $16
+       OR coalesce(ct.bsuid, '') ILIKE $16
        OR EXISTS (
           SELECT 1 FROM messages m
           WHERE m.tenant_id = c.tenant_id AND m.conversation_id = c.id
@@ -35,7 +38,7 @@ LIMIT $15;
 -- name: conversation_views
 SELECT c.id, c.status, c.ai_mode, c.ai_state, c.snoozed_until, c.unread_count, c.last_inbound_at, c.last_message_at,
        c.team_id, t.name AS team_name, c.assignee_id, u.display_name AS assignee_name,
-       c.contact_id, ct.wa_id, coalesce(ct.display_name, ct.profile_name) AS contact_name,
+       c.contact_id, ct.wa_id, ct.bsuid, ct.username, coalesce(ct.display_name, ct.profile_name) AS contact_name,
        c.channel_id, ch.display_phone,
        lm.id AS lm_id, lm.direction AS lm_direction, lm.type AS lm_type, lm.body AS lm_text,
        lm.status AS lm_status, lm.created_at AS lm_created_at,

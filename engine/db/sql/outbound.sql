@@ -1,5 +1,6 @@
 -- name: conversation_for_send
-SELECT c.id, c.tenant_id, c.channel_id, c.last_inbound_at, ct.wa_id, ch.phone_number_id, ch.active AS channel_active
+SELECT c.id, c.tenant_id, c.channel_id, c.last_inbound_at, ct.wa_id, ct.bsuid, ch.phone_number_id,
+       ch.active AS channel_active
 FROM conversations c
 JOIN contacts ct ON ct.id = c.contact_id
 JOIN channels ch ON ch.id = c.channel_id
@@ -67,7 +68,7 @@ RETURNING conversation_id;
 
 -- name: list_outbox
 SELECT o.id, t.slug AS tenant, o.kind, o.message_id, o.state, o.attempts, o.run_after, o.last_error, o.created_at,
-       m.status AS message_status, m.payload->>'to' AS recipient
+       m.status AS message_status, coalesce(m.payload->>'to', m.payload->>'recipient') AS recipient
 FROM outbox o JOIN tenants t ON t.id = o.tenant_id LEFT JOIN messages m ON m.id = o.message_id
 WHERE ($1::text IS NULL OR o.state = $1) AND ($2::uuid IS NULL OR o.tenant_id = $2)
 ORDER BY o.id DESC LIMIT $3;
