@@ -46,9 +46,10 @@ def scifact(max_queries: int | None = None) -> RetrievalSet:
     return _beir(DATA / "beir_scifact", "scifact", "english", max_queries)
 
 
-def squad_it(max_queries: int | None = 1000) -> RetrievalSet:
-    """7,609 questions over 2,010 paragraphs; the first 1,000 by id by default (query embedding
-    is the slow part and 1,000 bound nDCG@10 to about ±0.01)."""
+def squad_it(max_queries: int | None = None) -> RetrievalSet:
+    """7,609 questions over 2,010 paragraphs, all of them by default (about a minute and a half
+    of query embedding the first time, cached after). The first 1,000 by id are harder than the
+    rest: BM25 scores 0.796 on them and 0.834 on all."""
     return _beir(DATA / "squad_it" / "beir_format", "squad_it", "italian", max_queries)
 
 
