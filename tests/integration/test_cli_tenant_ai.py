@@ -26,8 +26,8 @@ def _query(url: str, sql: str, *args: object) -> object:
     return asyncio.run(run())
 
 
-def test_auto_replies_and_budget_are_set_shown_and_audited(database_url: str, tmp_path: Path) -> None:
-    """(A plain test: the CLI runs its own event loop.)"""
+def _ottica_blu(database_url: str, tmp_path: Path) -> tuple[tenants.Tenant, dict[str, str]]:
+    """A fresh tenant "Ottica Blu" and the environment a `parlo` call needs to reach its database."""
 
     async def create() -> tenants.Tenant:
         conn = await connect(database_url)
@@ -36,8 +36,13 @@ def test_auto_replies_and_budget_are_set_shown_and_audited(database_url: str, tm
         finally:
             await conn.close()
 
-    tenant = asyncio.run(create())
-    env = clean_env(PARLO_DATABASE_URL=database_url, PARLO_HOME=str(tmp_path))
+    return asyncio.run(create()), clean_env(PARLO_DATABASE_URL=database_url, PARLO_HOME=str(tmp_path))
+
+
+def test_auto_replies_and_budget_are_set_shown_and_audited(database_url: str, tmp_path: Path) -> None:
+    """(A plain test: the CLI runs its own event loop.)"""
+
+    tenant, env = _ottica_blu(database_url, tmp_path)
 
     shown = parlo(*["tenant", "ai", "ottica-blu"], env=env)
     assert shown.code == 0 and "auto-replies off, monthly budget none" in shown.out
@@ -61,15 +66,7 @@ def test_auto_replies_and_budget_are_set_shown_and_audited(database_url: str, tm
 
 
 def test_web_search_sites_are_checked_stored_shown_audited_and_removed(database_url: str, tmp_path: Path) -> None:
-    async def create() -> tenants.Tenant:
-        conn = await connect(database_url)
-        try:
-            return await tenants.create(conn, "Ottica Blu")
-        finally:
-            await conn.close()
-
-    tenant = asyncio.run(create())
-    env = clean_env(PARLO_DATABASE_URL=database_url, PARLO_HOME=str(tmp_path))
+    tenant, env = _ottica_blu(database_url, tmp_path)
 
     def stored() -> object:
         settings: dict = _query(database_url, "SELECT settings FROM tenants WHERE id = $1", tenant.id)  # type: ignore[assignment]
