@@ -71,11 +71,13 @@ def decode_text(data: bytes) -> str:
 
 
 def html_to_text(html: str) -> tuple[str, str]:
-    """(title, text) of an HTML page without its navigation, footer and scripts."""
+    """(title, text) of an HTML page without its navigation, footer and scripts, as Markdown: its
+    headings become the chunks' sections (a "Parcheggio" paragraph is found and quoted as such),
+    its lists and tables stay one item or row per line."""
     import trafilatura
 
     text = trafilatura.extract(html, include_comments=False, include_tables=True, favor_recall=True,
-                               output_format="txt") or ""
+                               output_format="markdown", include_formatting=True) or ""
     metadata = trafilatura.extract_metadata(html)
     title = (metadata.title if metadata and metadata.title else "") or ""
     return title.strip(), text.strip()
