@@ -12,29 +12,25 @@ drive it without sharing a loop; state is guarded by locks and read back as copi
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
-import socket
-import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Coroutine, Sequence
-from types import TracebackType
-from typing import Any, TypeVar
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from aiohttp import web
 
+from bench.http_double import ThreadedHTTPServer
 from bench.simulator.faults import Delivery, FaultPlan, OutageMode
 from bench.simulator.server import GraphServer
 from bench.simulator.state import Attempt, Phone, SendRecord, SimState, Template, WebhookDelivery, new_numeric_id, recipient_key
 from bench.simulator.webhooks import AutoStatuses, WebhookEmitter, WebhookTarget
 
-T = TypeVar("T")
-
 DEFAULT_API_VERSION = "v21.0"
 
 
-class Simulator:
+class Simulator(ThreadedHTTPServer):
+    thread_name = "whatsapp-sim"
+
     def __init__(
         self,
         *,
@@ -46,119 +42,23 @@ class Simulator:
         seed: int | None = None,
         admin_api: bool = True,
     ) -> None:
-        self.host = host
+        super().__init__(host=host, port=port)
         self.api_version = api_version
-        self._requested_port = port
-        self._port: int | None = None
         self.state = SimState()
         self.faults = FaultPlan(seed=seed)
         self.emitter = WebhookEmitter(self.state, seed=seed)
         self.server = GraphServer(self.state, self.faults, self.emitter, strict_templates=strict_templates, media_url_ttl_s=media_url_ttl_s)
         self._admin_api = admin_api
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._runner: web.AppRunner | None = None
 
     # -- lifecycle --------------------------------------------------------------------------------
 
-    def start(self) -> Simulator:
-        if self._thread is not None:
-            raise RuntimeError("simulator already started")
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((self.host, self._requested_port))
-        except OSError:
-            sock.close()
-            raise
-        self._port = int(sock.getsockname()[1])
-        loop = asyncio.new_event_loop()
-        self._loop = loop
-        self._thread = threading.Thread(target=self._run_loop, args=(loop,), name=f"whatsapp-sim:{self._port}", daemon=True)
-        self._thread.start()
-        try:
-            self._call(self._setup(sock), timeout=10.0)
-        except BaseException:
-            sock.close()
-            self.stop()
-            raise
-        return self
-
-    @staticmethod
-    def _run_loop(loop: asyncio.AbstractEventLoop) -> None:
-        asyncio.set_event_loop(loop)
-        try:
-            loop.run_forever()
-        finally:
-            pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
-            for task in pending:
-                task.cancel()
-            if pending:
-                loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-            loop.run_until_complete(loop.shutdown_asyncgens())
-            loop.run_until_complete(loop.shutdown_default_executor())
-            asyncio.set_event_loop(None)
-            loop.close()
-
-    async def _setup(self, sock: socket.socket) -> None:
+    def build_app(self) -> web.Application:
         extra = None
         if self._admin_api:
             from bench.simulator.admin import admin_routes
 
             extra = admin_routes(self)
-        app = self.server.build(extra)
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
-        await runner.setup()
-        self._runner = runner
-        await web.SockSite(runner, sock).start()
-
-    async def _teardown(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    def stop(self) -> None:
-        loop, thread = self._loop, self._thread
-        if loop is None or thread is None:
-            return
-        try:
-            if thread.is_alive():
-                self._call(self._teardown(), timeout=15.0)
-        finally:
-            loop.call_soon_threadsafe(loop.stop)
-            thread.join(timeout=15.0)
-            self._loop = None
-            self._thread = None
-
-    def __enter__(self) -> Simulator:
-        return self.start()
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        self.stop()
-
-    def _call(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
-        if self._loop is None:
-            coro.close()
-            raise RuntimeError("simulator is not running")
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
-
-    async def _acall(self, coro: Coroutine[Any, Any, T]) -> T:
-        """Like ``_call`` for a caller on another event loop: awaits without blocking that loop."""
-        if self._loop is None:
-            coro.close()
-            raise RuntimeError("simulator is not running")
-        future: concurrent.futures.Future[T] = asyncio.run_coroutine_threadsafe(coro, self._loop)
-        return await asyncio.wrap_future(future)
-
-    @property
-    def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
-
-    @property
-    def port(self) -> int:
-        if self._port is None:
-            raise RuntimeError("simulator is not started")
-        return self._port
+        return self.server.build(extra)
 
     @property
     def base_url(self) -> str:

@@ -17,18 +17,15 @@ from __future__ import annotations
 
 import asyncio
 import html
-import socket
 import threading
-from collections.abc import Coroutine
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any
 
 import orjson
 from aiohttp import web
 
-T = TypeVar("T")
+from bench.http_double import ThreadedHTTPServer
 
 FAULTS = ("html", "not_found", "garbage", "unauthorized", "forbidden", "server_error", "slow", "redirect_loop",
           "huge", "wrong_shape")
@@ -57,11 +54,11 @@ class Item:
         }
 
 
-class WordPressSimulator:
+class WordPressSimulator(ThreadedHTTPServer):
+    thread_name = "wp-sim"
+
     def __init__(self, *, host: str = "127.0.0.1", port: int = 0) -> None:
-        self.host = host
-        self._requested_port = port
-        self._port: int | None = None
+        super().__init__(host=host, port=port)
         self._lock = threading.Lock()
         self._items: dict[tuple[str, int], Item] = {}
         self._clock = datetime(2024, 3, 1, 9, 0, tzinfo=timezone.utc)
@@ -69,9 +66,6 @@ class WordPressSimulator:
         self.slow_s = 5.0
         self.huge_bytes = 30 * 1024 * 1024
         self.requests: list[tuple[str, dict[str, str]]] = []
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._runner: web.AppRunner | None = None
 
     # -- content ----------------------------------------------------------------------------------
 
@@ -103,12 +97,6 @@ class WordPressSimulator:
             return [q for path, q in self.requests if path.endswith(f"/wp/v2/{route}")]
 
     # -- the wire ---------------------------------------------------------------------------------
-
-    @property
-    def port(self) -> int:
-        if self._port is None:
-            raise RuntimeError("simulator is not started")
-        return self._port
 
     @property
     def site_url(self) -> str:
@@ -212,81 +200,3 @@ class WordPressSimulator:
             body = [{k: v for k, v in row.items() if k in fields} for row in body]
         return web.Response(body=orjson.dumps(body), content_type="application/json", charset="UTF-8",
                             headers={"X-WP-Total": str(total), "X-WP-TotalPages": str(pages)})
-
-    # -- lifecycle (as in bench.ai_simulator) -------------------------------------------------------
-
-    def start(self) -> WordPressSimulator:
-        if self._thread is not None:
-            raise RuntimeError("simulator already started")
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((self.host, self._requested_port))
-        except OSError:
-            sock.close()
-            raise
-        self._port = int(sock.getsockname()[1])
-        loop = asyncio.new_event_loop()
-        self._loop = loop
-        self._thread = threading.Thread(target=self._run_loop, args=(loop,), name=f"wp-sim:{self._port}", daemon=True)
-        self._thread.start()
-        try:
-            self._call(self._setup(sock), timeout=10.0)
-        except BaseException:
-            sock.close()
-            self.stop()
-            raise
-        return self
-
-    @staticmethod
-    def _run_loop(loop: asyncio.AbstractEventLoop) -> None:
-        asyncio.set_event_loop(loop)
-        try:
-            loop.run_forever()
-        finally:
-            pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
-            for task in pending:
-                task.cancel()
-            if pending:
-                loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-            loop.run_until_complete(loop.shutdown_asyncgens())
-            loop.run_until_complete(loop.shutdown_default_executor())
-            asyncio.set_event_loop(None)
-            loop.close()
-
-    async def _setup(self, sock: socket.socket) -> None:
-        runner = web.AppRunner(self.build_app(), access_log=None, shutdown_timeout=2.0)
-        await runner.setup()
-        self._runner = runner
-        await web.SockSite(runner, sock).start()
-
-    async def _teardown(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    def stop(self) -> None:
-        loop, thread = self._loop, self._thread
-        if loop is None or thread is None:
-            return
-        try:
-            if thread.is_alive():
-                self._call(self._teardown(), timeout=15.0)
-        finally:
-            loop.call_soon_threadsafe(loop.stop)
-            thread.join(timeout=15.0)
-            self._loop = None
-            self._thread = None
-
-    def __enter__(self) -> WordPressSimulator:
-        return self.start()
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.stop()
-
-    def _call(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
-        if self._loop is None:
-            coro.close()
-            raise RuntimeError("simulator is not running")
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
