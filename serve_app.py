@@ -665,16 +665,15 @@ class Gateway:
         limit = self.settings.webhook_max_bytes
         if declared is not None and (not declared.isdigit() or int(declared) > limit):
             return 413, {"error": f"body larger than {limit} bytes"}
-        body = bytearray()
-        async for chunk in chunks:
-            body += chunk
-            if len(body) > limit:
-                return 413, {"error": f"body larger than {limit} bytes"}
+        try:
+            body = await inputs.read_bounded(chunks, limit)
+        except inputs.TooLarge:
+            return 413, {"error": f"body larger than {limit} bytes"}
         try:
             receiver = await self.receiver()
         except ParloError as exc:
             return 503, {"error": str(exc)}
-        outcome = await receiver.receive(bytes(body), signature)
+        outcome = await receiver.receive(body, signature)
         if outcome.result is not None:
             self._after_commit(outcome.result)
         return outcome.status, ({"status": outcome.detail} if outcome.status == 200 else {"error": outcome.detail})
@@ -778,12 +777,7 @@ class Gateway:
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             raise inputs.TooLarge(f"the request body is larger than {limit} bytes")
-        body = bytearray()
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > limit:
-                raise inputs.TooLarge(f"the request body is larger than {limit} bytes")
-        return bytes(body)
+        return await inputs.read_bounded(request.stream(), limit)
 
     def _inbox_touched(self, changes: Changes) -> None:
         """After commit: the shards re-read the conversations an inbox change touched (their hot

@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import uuid
-from collections.abc import Mapping
+from collections.abc import AsyncIterable, Mapping
 from datetime import datetime
 from typing import TypeVar
 
@@ -36,6 +36,17 @@ def _describe(exc: ValidationError) -> str:
         parts.append(f"{where}: {error['msg']}")
     more = len(exc.errors()) - 3
     return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
+
+
+async def read_bounded(chunks: AsyncIterable[bytes], limit: int) -> bytes:
+    """A streamed request body, refused (TooLarge) as soon as it passes ``limit`` bytes: what a
+    client declares is not trusted, and the rest of an oversized body is never read."""
+    body = bytearray()
+    async for chunk in chunks:
+        body += chunk
+        if len(body) > limit:
+            raise TooLarge(f"the request body is larger than {limit} bytes")
+    return bytes(body)
 
 
 def parse_body(model: type[Model], raw: bytes, *, max_bytes: int = MAX_JSON_BODY) -> Model:
