@@ -250,22 +250,11 @@ class WebhookFastPath:
             await self.app(scope, receive, send)
             return
         scope["route"] = self.route
-        headers = dict(scope.get("headers") or [])
-        declared, signature = headers.get(b"content-length"), headers.get(b"x-hub-signature-256")
-
-        async def chunks() -> AsyncIterator[bytes]:
-            while True:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    raise ClientDisconnect()
-                yield message.get("body", b"")
-                if not message.get("more_body", False):
-                    return
-
+        request = Request(scope, receive)  # a plain Starlette request: no routing, no dependencies
         try:
-            status, answer = await gateway.receive_webhook(declared.decode("latin-1") if declared else None,
-                                                           signature.decode("latin-1") if signature else None,
-                                                           chunks())
+            status, answer = await gateway.receive_webhook(request.headers.get("content-length"),
+                                                           request.headers.get("x-hub-signature-256"),
+                                                           request.stream())
         except ClientDisconnect:
             return  # Meta gave up on this attempt; it will deliver again
         await JSONResponse(answer, status_code=status)(scope, receive, send)
