@@ -367,12 +367,16 @@ class AssistantDeployment:
                                                       router=book.shared)
                     pool = self._pool
                     assistant.routers = lambda tenant_id: book.for_tenant(pool, tenant_id)
+                    assistant.unknown_words = self._unknown_words
                     self._assistant = assistant
         return self._assistant
 
     async def _retrieve(self, tenant_id: Any, query: str, vector: Any, k: int) -> list[Passage]:
         rows = await shard_for(self.knowledge, tenant_id).search.remote(str(tenant_id), query, vector.tolist(), k)
         return [Passage(**row) for row in rows]
+
+    async def _unknown_words(self, tenant_id: Any, words: list[str]) -> set[str]:
+        return set(await shard_for(self.knowledge, tenant_id).unknown.remote(str(tenant_id), words))
 
     async def check_health(self) -> None:
         # Healthy means this process serves: PostgreSQL being down is /healthz's news (a replica

@@ -49,6 +49,10 @@ class KnowledgeShard:
                                              query_vector=np.asarray(vector, dtype=np.float32))
         return [p.as_dict() for p in passages]
 
+    async def unknown(self, tenant_id: str, words: list[str]) -> list[str]:
+        pool = await self._ready()
+        return sorted(await self.indexes.unknown(pool, uuid.UUID(tenant_id), words))
+
     async def reload(self, tenant_id: str) -> int:
         pool = await self._ready()
         count = await self.indexes.load(pool, uuid.UUID(tenant_id))

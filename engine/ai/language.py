@@ -44,6 +44,25 @@ GLOSSARY: dict[str, tuple[str, ...]] = {
 }
 
 
+# Italian words a customer and a business use for the same thing (a question says "reso", the
+# policy says "restituire"): a question's words are widened with their group before matching.
+_SYNONYM_GROUPS = (
+    "reso resi rendere restituire restituzione restituito",
+    "gratis gratuito gratuita gratuiti gratuite omaggio",
+    "rotto rotta rotti rotte rottura danneggiato danneggiata danneggiati rovinato rovinata",
+    "soldi denaro rimborso rimborsare rimborsate rimborsiamo ridare ridate",
+    "macchina auto automobile",
+    "telefono telefonare chiamare",
+    "indirizzo sede via",
+    "prezzo costo costa costano tariffa cifra importo",
+    "dura durata",
+    "aperto aperti aperta aprite apertura",
+    "chiuso chiusi chiusa chiudete chiusura",
+)
+SYNONYMS: dict[str, tuple[str, ...]] = {
+    word: tuple(group.split()) for group in _SYNONYM_GROUPS for word in group.split()}
+
+
 def detect(text: str, default: str = "it") -> str:
     """'it' or 'en' by which language's common words the text uses more."""
     words = [w.lower() for w in _WORD.findall(text)]
@@ -55,8 +74,11 @@ def detect(text: str, default: str = "it") -> str:
 
 
 def italian_equivalents(text: str) -> list[str]:
-    """Italian words for the English business words in ``text`` (empty for Italian text)."""
+    """Italian words for the English business words in ``text``, and the synonyms of its Italian
+    ones (empty for text with neither)."""
     out: list[str] = []
     for word in _WORD.findall(text.lower()):
+        for italian in GLOSSARY.get(word, (word,)):
+            out.extend(SYNONYMS.get(italian, ()))
         out.extend(GLOSSARY.get(word, ()))
-    return out
+    return list(dict.fromkeys(out))

@@ -34,9 +34,9 @@ from engine.ai import responder
 from engine.ai.handlers import (BASE_INSTRUCTIONS, LANGUAGE_NAMES, OFFLINE_REPLIES, ROUTER_PROMPT, SPECS,
                                 WEB_SEARCH_INSTRUCTIONS, WEB_SEARCH_MAX_USES)
 from engine.ai.knowledge.embeddings import Embedder, in_model_thread
-from engine.ai.knowledge.extract import drop_instructions
+from engine.ai.knowledge.extract import question_text
 from engine.ai.knowledge.indexes import Passage
-from engine.ai.language import detect
+from engine.ai.language import detect, italian_equivalents
 from engine.ai.providers.base import (ChatMessage, ChatProvider, ChatRequest, ProviderError, Reranker, SystemBlock,
                                       TextDelta, Usage, WebCitation, WebSearch, WebSearchStarted, offers_web_search)
 from engine.ai.routing import Handler, LocalRouter
@@ -131,6 +131,9 @@ class Assistant:
     # a cross-encoder (Voyage rerank) reorders the hybrid index's best ``rerank_depth`` passages
     reranker: Reranker | None = None
     rerank_depth: int = 20
+    # (tenant, words) → the words its knowledge base never uses; lets the offline responder decline
+    # a question about something the business does not mention (a city, a brand)
+    unknown_words: Callable[[uuid.UUID, list[str]], Awaitable[set[str]]] | None = None
 
     async def run(self, request: AskRequest) -> AsyncIterator[Event]:
         started = time.perf_counter()
@@ -163,8 +166,7 @@ class Assistant:
             logging.getLogger("parlo.ai").exception("ai run not recorded", extra={"run_id": str(record.id)})
 
     async def _run(self, request: AskRequest, record: RunRecord, started: float) -> AsyncIterator[Event]:
-        text, _ = drop_instructions(request.text)  # a planted "ignore your instructions" is not a question
-        text = text.strip() or request.text.strip()
+        text = question_text(request.text)  # a planted "ignore your instructions" is not a question
         language = request.language or detect(text)
         record.language = language
         yield {"type": "progress", "stage": "classifying", "run_id": str(record.id)}
@@ -175,12 +177,12 @@ class Assistant:
         passages: list[Passage] = []
         if spec.retrieval:
             yield {"type": "progress", "stage": "searching"}
-            passages = await self._retrieve(request.tenant_id, text, vector, record)
+            passages = await self._retrieve(request.tenant_id, lexical_query(text, language), vector, record)
             yield {"type": "progress", "stage": "found", "count": len(passages),
                    "sources": sorted({p.source for p in passages})}
         yield {"type": "progress", "stage": "generating"}
         if handler is Handler.KNOWLEDGE and self.answer_provider is None:
-            final_text, citations = await self._offline_answer(text, vector, passages, language, record)
+            final_text, citations = await self._offline_answer(request, text, vector, passages, language, record)
             async for event in self._stream_fixed(final_text):
                 yield event
         elif handler is Handler.KNOWLEDGE or (self.answer_provider is not None and spec.max_tokens > 0):
@@ -285,11 +287,17 @@ class Assistant:
                     record.calls.append(CallUsage("answer", self.answer_provider.name, event,
                                                   self.price(self.answer_provider.name, event)))
 
-    async def _offline_answer(self, text: str, vector: np.ndarray, passages: Sequence[Passage], language: str,
-                              record: RunRecord) -> tuple[str, list[dict[str, Any]]]:
+    async def _offline_answer(self, request: AskRequest, text: str, vector: np.ndarray, passages: Sequence[Passage],
+                              language: str, record: RunRecord) -> tuple[str, list[dict[str, Any]]]:
         selection = await in_model_thread(responder.select, text, vector, passages, self.embedder,
                                             self.offline_policy)
-        reason = responder.should_decline(text, selection, passages, set(), language, self.offline_policy)
+        missing: list[str] = []
+        if language == "it" and self.unknown_words is not None and passages:
+            # the index is Italian: an Italian word it has never seen names something it cannot answer
+            topics = responder.topic_words(text)
+            unknown = await self.unknown_words(request.tenant_id, [f for forms in topics.values() for f in forms])
+            missing = responder.missing_topics(topics, unknown)
+        reason = responder.should_decline(text, selection, passages, missing, language, self.offline_policy)
         if reason is not None:
             record.status = "declined"
             record.error = reason
@@ -300,6 +308,12 @@ class Assistant:
         async for event in responder.stream_text(text):
             if isinstance(event, TextDelta):
                 yield {"type": "delta", "text": event.text}
+
+
+def lexical_query(text: str, language: str) -> str:
+    """The words the keyword index is searched with: an English question also brings the Italian
+    words the glossary has for it (the vector already crosses languages, keywords do not)."""
+    return f"{text} {' '.join(italian_equivalents(text))}" if language == "en" else text
 
 
 def _citation(p: Passage) -> dict[str, Any]:

@@ -27,6 +27,9 @@ agli alle dal dallo dalla dai dagli dalle nel nello nella nei negli nelle sul su
 si non anche più molto posso potete può fate fa ne vostro vostra vostri vostre mio mia io voi noi lei lui qual quale
 the a an of to in on at for with and or but if is are was be do does did can could would will you your we our us
 i me my it its this that these those what which who when where how much many there any some have has from by about
+devo devi deve dobbiamo dovete devono dovrei vorrei voglio vuole volete fare faccio fai facciamo fanno essere avere
+venire vengo viene veniamo venite andare vado vai va dare date dire dimmi dite sapere sai sapete so serve servono
+dell all dall nell sull quell quest diventa diventare succede preciso esattamente ancora già solo tutto tutti tutte ecco allora quindi però invece
 """.split())
 
 DECLINE = {
@@ -41,29 +44,53 @@ def terms(text: str) -> set[str]:
     return {s for stemmer in _STEMMERS.values() for s in stemmer.stemWords(words)}
 
 
-_PRICE_Q = re.compile(r"\b(quanto\s+cost\w*|prezz\w*|cost[ao]n?o?|tariff\w*|gratis|gratuit\w*|how\s+much|price\w*|"
-                      r"costs?|free\s+of\s+charge)\b", re.I)
-_TIME_Q = re.compile(r"\b(orari\w*|a\s+che\s+ora|quando\s+apr\w*|what\s+time|hours|opening|open)\b", re.I)
+def concepts(question: str) -> list[frozenset[str]]:
+    """The question's content words, each as the stems of the word and of its Italian synonyms or
+    equivalents: a word is matched when any of them is ("reso" by "restituire", "address" by
+    "indirizzo"), and a word with many synonyms still counts once."""
+    out: dict[str, frozenset[str]] = {}
+    for word in _WORD.findall(question.lower()):
+        if word in _STOP or word in out:
+            continue
+        out[word] = frozenset(terms(" ".join([word, *italian_equivalents(word)])))
+    return [c for c in out.values() if c]
+
+
+def _share(wanted: Sequence[frozenset[str]], have: set[str]) -> float:
+    return sum(1 for c in wanted if c & have) / len(wanted) if wanted else 0.0
+
+
+_PRICE_Q = re.compile(r"\b(quanto\s+cost\w*|prezz\w*|cost[ao]n?o?|tariff\w*|gratis|gratuit\w*|che\s+cifra|importo|"
+                      r"how\s+much|price\w*|costs?|free\s+of\s+charge|free)\b", re.I)
 _SPAN_Q = re.compile(r"\b(quanti\s+giorni|entro\s+quanto|quanto\s+tempo|per\s+quanto|how\s+(many\s+days|long))\b", re.I)
-_PRICE = re.compile(r"\d\s*(€|euro)|€\s*\d", re.I)
-_CLOCK = re.compile(r"\b\d{1,2}[:.]\d{2}\b")
+_ADDRESS_Q = re.compile(r"\b(dove\s+(si\s+trova|siete|state|è\s+il\s+negozio)|indirizzo|address|"
+                        r"where\s+(are\s+you|is\s+(the|your)\s+(shop|store))|located)\b", re.I)
+_CONTACT_Q = re.compile(r"\b(telefono|telefonare|chiamar\w*|cellulare|e-?mail|phone|numero\s+whatsapp|"
+                        r"whatsapp\s+number|call\s+you)\b", re.I)
+_TIME_Q = re.compile(r"\b(orari\w*|a\s+che\s+ora|quando\s+apr\w*|siete\s+apert\w*|siete\s+chius\w*|"
+                     r"chiudete|aprite|what\s+time|hours|opening|open|closed)\b", re.I)
+_PRICE = re.compile(r"\d\s*(€|euro)|€\s*\d|\bgratuit\w*|\bgratis\b", re.I)
+_CLOCK = re.compile(r"\b\d{1,2}[:.]\d{2}\b|\bchius[oiae]\b", re.I)
 _SPAN = re.compile(r"\b\d+\s*(giorn\w*|mes\w*|or[ae]\b|settiman\w*|ann[oi]|days?|months?|hours?|weeks?|years?)", re.I)
-_KIND_WORDS = terms("quanto costa costano prezzo prezzi costo tariffa how much price cost costs orari ora "
-                    "quando apre aprite what time hours opening open giorni tempo entro long days")
+_ADDRESS = re.compile(r"\b(via|viale|piazza|corso|vicolo|largo|strada|street|road|avenue)\b[^\n,;]{1,40}?\d+", re.I)
+_CONTACT = re.compile(r"\+?\d[\d ]{6,}\d|\b[\w.+-]+@[\w-]+\.\w+")
+_KIND_WORDS = terms("quanto costa costano prezzo prezzi costo tariffa cifra importo gratis gratuito gratuita free "
+                    "how much price cost costs orari ora quando apre aprite aperti aperto chiusi chiuso chiudete "
+                    "what time hours opening open closed giorni tempo entro long days dove trova indirizzo "
+                    "where address located telefono numero phone number")
 
 
 def kind_of(question: str) -> str | None:
-    """What shape of fact the question asks for: a price, a time of day, a span, or none."""
-    if _PRICE_Q.search(question):
-        return "price"
-    if _SPAN_Q.search(question):
-        return "span"
-    if _TIME_Q.search(question):
-        return "time"
+    """What shape of fact the question asks for: a price, a span, an address, a phone number or
+    email, a time of day (or "closed"), or none."""
+    for kind, pattern in (("price", _PRICE_Q), ("span", _SPAN_Q), ("address", _ADDRESS_Q),
+                          ("contact", _CONTACT_Q), ("time", _TIME_Q)):
+        if pattern.search(question):
+            return kind
     return None
 
 
-_SHAPE = {"price": _PRICE, "time": _CLOCK, "span": _SPAN}
+_SHAPE = {"price": _PRICE, "time": _CLOCK, "span": _SPAN, "address": _ADDRESS, "contact": _CONTACT}
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +112,10 @@ class OfflinePolicy:
     min_dense: float = 0.80       # the best passage's cosine must reach this too
     max_sentences: int = 3
     keep_within: float = 0.85     # further sentences must score ≥ this share of the best
+    keep_same_passage: float = 0.7  # … or this share when they come from the best sentence's passage
+    keep_shaped: float = 0.7      # the best sentence holding the asked kind of fact, if none does
     min_price_cover: float = 0.5  # a price sentence must be about at least this share of what was asked
+    shape_bonus: float = 0.5      # a sentence holding the kind of fact asked for (a price, an hour…)
 
 
 def _units(passage: Passage) -> list[str]:
@@ -100,17 +130,16 @@ def select(question: str, question_vector: np.ndarray | None, passages: Sequence
     """The sentences that best answer ``question`` among the retrieved passages. A sentence is
     scored by the share of the question's content words it (or its section title) contains, and
     by its embedding's cosine with the question (which also works across languages)."""
-    asked = terms(question) | terms(" ".join(italian_equivalents(question)))
+    asked = concepts(question)
     kind = kind_of(question)
     shape = _SHAPE.get(kind or "")
     candidates: list[tuple[str, Passage, float]] = []
     for rank, passage in enumerate(passages):
         context = terms(passage.text.splitlines()[0]) if passage.text else set()
         for unit in _units(passage):
-            overlap = len(asked & (terms(unit) | context)) / len(asked) if asked else 0.0
-            if shape is not None and shape.search(unit):
-                overlap += 0.25
-            candidates.append((unit, passage, overlap - 0.02 * rank))
+            overlap = _share(asked, terms(unit) | context)
+            bonus = policy.shape_bonus if shape is not None and shape.search(unit) else 0.0
+            candidates.append((unit, passage, overlap - 0.02 * rank, bonus))
     if not candidates:
         return Selection([], 0.0)
     if embedder is not None and question_vector is not None:
@@ -121,20 +150,53 @@ def select(question: str, question_vector: np.ndarray | None, passages: Sequence
         dense = np.clip((cosine - 0.75) / 0.15, 0.0, 1.0)
     else:
         dense = np.zeros(len(candidates))
-    scored = sorted(((0.5 * c[2] + 0.5 * float(d), c[0], c[1]) for c, d in zip(candidates, dense)),
-                    key=lambda x: -x[0])
-    best = scored[0][0]
-    chosen = [(text, passage) for score, text, passage in scored[:policy.max_sentences]
-              if score >= policy.keep_within * best]
+    # the shape bonus orders the sentences; relevance (the decline test) is measured without it
+    scored = sorted(((0.5 * (c[2] + c[3]) + 0.5 * float(d), 0.5 * c[2] + 0.5 * float(d), c[0], c[1])
+                     for c, d in zip(candidates, dense)), key=lambda x: -x[0])
+    best, first = scored[0][0], scored[0][3]
+    # further sentences: from the best sentence's own passage (its context) when they come close,
+    # from another passage only when they are nearly as good
+    own = [x for x in scored if x[3] is first and x[0] >= policy.keep_same_passage * best]
+    others = [x for x in scored if x[3] is not first and x[0] >= policy.keep_within * best]
+    picked = (own + others)[:policy.max_sentences]
+    if shape is not None and not any(shape.search(x[2]) for x in picked):
+        # an answer to "how much" must hold a price: the best sentence that does, if it is close
+        shaped = next((x for x in scored if shape.search(x[2])), None)
+        if shaped is not None and shaped[0] >= policy.keep_shaped * best:
+            picked = [shaped, *picked[:policy.max_sentences - 1]]
+    chosen = [(text, passage) for _, _, text, passage in picked]
+    relevance = max(plain for _, plain, _, _ in picked)
     # answer in document order within a passage, passages in rank order
     order = {id(p): i for i, p in enumerate(passages)}
     chosen.sort(key=lambda tp: (order.get(id(tp[1]), 0), _units(tp[1]).index(tp[0]) if tp[0] in _units(tp[1]) else 0))
-    return Selection(chosen, best)
+    return Selection(chosen, relevance)
 
 
 def object_terms(question: str) -> set[str]:
     """The question's content terms without the words that only say what kind of fact it wants."""
     return terms(question) - _KIND_WORDS
+
+
+def topic_words(question: str) -> dict[str, tuple[str, ...]]:
+    """The words naming what the question is about (not its kind of fact, not grammar), each
+    with its Italian synonyms: the knowledge base must know one of them to answer."""
+    out: dict[str, tuple[str, ...]] = {}
+    for word in _WORD.findall(question.lower()):
+        if word in _STOP or word.isdigit() or len(word) < 4 or terms(word) & _KIND_WORDS:
+            continue
+        out[word] = (word, *(w for w in italian_equivalents(word) if w != word))
+    return out
+
+
+def missing_topics(topics: dict[str, tuple[str, ...]], unknown: set[str]) -> list[str]:
+    """The topic words none of whose forms the knowledge base uses."""
+    return [word for word, forms in topics.items() if all(f in unknown for f in forms)]
+
+
+def object_concepts(question: str) -> list[frozenset[str]]:
+    """What the question is about: its concepts without those that only say what kind of fact
+    it wants ("quanto costa", "how much")."""
+    return [c for c in concepts(question) if not c & _KIND_WORDS]
 
 
 def unknown_terms(question: str, vocabulary: set[str]) -> set[str]:
@@ -145,16 +207,18 @@ def unknown_terms(question: str, vocabulary: set[str]) -> set[str]:
             if t not in vocabulary and not t.isdigit() and (len(t) < 5 or t[:5] not in prefixes)}
 
 
-def _covers(sentence: str, passage: Passage, wanted: set[str]) -> float:
-    have = terms(sentence) | terms(passage.text.splitlines()[0])
-    return len(wanted & have) / len(wanted) if wanted else 1.0
+def _covers(sentence: str, passage: Passage, wanted: Sequence[frozenset[str]]) -> float:
+    return _share(wanted, terms(sentence) | terms(passage.text.splitlines()[0])) if wanted else 1.0
 
 
-def should_decline(question: str, selection: Selection, passages: Sequence[Passage], vocabulary: set[str],
+def should_decline(question: str, selection: Selection, passages: Sequence[Passage], missing: Sequence[str],
                    language: str, policy: OfflinePolicy = OfflinePolicy()) -> str | None:
-    """Why the responder must decline (None: it may answer)."""
+    """Why the responder must decline (None: it may answer). ``missing``: the question's topic
+    words the knowledge base never uses (a city, a brand, a product it does not sell)."""
     if not selection.sentences:
         return "nothing retrieved"
+    if missing:
+        return f"the knowledge base never mentions {', '.join(missing)}"
     top_dense = max((p.dense for p in passages), default=0.0)
     if top_dense < policy.min_dense:
         return f"best passage too far (cosine {top_dense:.3f})"
@@ -165,10 +229,9 @@ def should_decline(question: str, selection: Selection, passages: Sequence[Passa
         return f"no {kind} in the best sentences"
     if kind == "price":
         # the sentence with the price must be about what was asked, not a neighbour's price
-        wanted = object_terms(question) | terms(" ".join(italian_equivalents(question)))
-        wanted -= _KIND_WORDS
-        if language == "en":
-            wanted = terms(" ".join(italian_equivalents(question))) - _KIND_WORDS
+        wanted = object_concepts(question)
+        if language == "en":  # only the words the glossary can put in Italian can be looked for
+            wanted = [c for c in wanted if len(c) > len(terms(next(iter(c))))]
         best = max((_covers(t, p, wanted) for t, p in selection.sentences if _PRICE.search(t)), default=0.0)
         if best < policy.min_price_cover:
             return f"the prices found are for something else ({best:.2f} of the question's words)"

@@ -35,7 +35,10 @@ from engine.db.pool import create_pool
 pytestmark = pytest.mark.integration
 
 KB = Path(__file__).resolve().parents[1] / "data" / "kb"
-QUESTIONS = [json.loads(line) for line in (KB.parent / "kb_questions.jsonl").read_text().splitlines() if line.strip()]
+
+
+def _questions(name: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (KB.parent / name).read_text().splitlines() if line.strip()]
 
 
 @pytest.fixture(scope="module")
@@ -75,11 +78,19 @@ def _assistant(pool: asyncpg.Pool, e5: CachedEmbedder, **kwargs: Any) -> Assista
     async def retrieve(tenant_id: uuid.UUID, query: str, vector: Any, k: int) -> list:
         return await indexes.search(pool, tenant_id, query, k=k, query_vector=vector)
 
-    return Assistant(e5, retrieve, ledger=PostgresLedger(pool), **kwargs)
+    async def unknown_words(tenant_id: uuid.UUID, words: list[str]) -> set[str]:
+        return await indexes.unknown(pool, tenant_id, words)
+
+    return Assistant(e5, retrieve, ledger=PostgresLedger(pool), unknown_words=unknown_words, **kwargs)
 
 
+@pytest.mark.parametrize("questions, floor", [
+    ("kb_questions.jsonl", 0.9),           # the set the responder's policy was tuned on: 38/40
+    ("kb_questions_heldout.jsonl", 0.9),   # written before that tuning and never tuned on: 21/22
+])
 async def test_the_offline_assistant_answers_the_shop_questions_with_citations_or_declines(
-        db: asyncpg.Connection, database_url: str, e5: CachedEmbedder) -> None:
+        db: asyncpg.Connection, database_url: str, e5: CachedEmbedder, questions: str, floor: float) -> None:
+    QUESTIONS = _questions(questions)
     tenant_id = await _kb_tenant(db, e5)
     pool = await create_pool(database_url)
     try:
@@ -105,7 +116,7 @@ async def test_the_offline_assistant_answers_the_shop_questions_with_citations_o
         accuracy = right / len(QUESTIONS)
         print(f"offline responder: {right}/{len(QUESTIONS)} right ({accuracy:.0%})")
         # what the extractive responder reaches today (see the issue notes); a model does better
-        assert accuracy >= 0.65, "\n".join(report)
+        assert accuracy >= floor, "\n".join(report)
         runs = await pool.fetchval("SELECT count(*) FROM ai_runs WHERE tenant_id = $1", tenant_id)
         assert runs == len(QUESTIONS)
         sources = await pool.fetch("SELECT DISTINCT source FROM ai_run_sources WHERE tenant_id = $1", tenant_id)

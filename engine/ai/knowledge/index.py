@@ -68,6 +68,13 @@ class HybridIndex:
         words = [w for w in _TOKEN.findall(query.lower()) if w not in self._stopwords]
         return self._stemmer.stemWords(words)
 
+    def unknown(self, words: Sequence[str]) -> set[str]:
+        """The words whose stem no indexed text contains (all of them for an index without words)."""
+        if not self._lexical:
+            return set(words)
+        vocab = self._bm25.vocab_dict
+        return {w for w, stem in zip(words, self._stemmer.stemWords([w.lower() for w in words])) if stem not in vocab}
+
     def bm25_scores(self, query: str) -> np.ndarray:
         if not self.size or not self._lexical:
             return np.zeros(self.size, dtype=np.float32)

@@ -5,6 +5,8 @@ Ray; ``actors/knowledge_shard.py`` is a shell around one :class:`TenantIndexes`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import asyncio
 import time
 import uuid
@@ -82,6 +84,15 @@ class TenantIndexes:
         hits = loaded.index.search(query, query_vector, k=k, alpha=self.alpha)
         return [Passage(r.chunk_id, r.text, r.title, r.source, r.source_kind, r.url, h.score, h.bm25, h.dense)
                 for h in hits if h.score >= min_score for r in [loaded.records[h.position]]]
+
+    async def unknown(self, pool: asyncpg.Pool | asyncpg.Connection, tenant_id: uuid.UUID,
+                      words: Sequence[str]) -> set[str]:
+        """The words the tenant's knowledge base never uses (as the index stems them)."""
+        loaded = self._loaded.get(tenant_id)
+        if loaded is None:
+            await self.load(pool, tenant_id)
+            loaded = self._loaded[tenant_id]
+        return loaded.index.unknown(words)
 
     def stats(self) -> dict[str, object]:
         return {"tenants": len(self._loaded), "chunks": sum(len(x.records) for x in self._loaded.values())}
