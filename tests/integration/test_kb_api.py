@@ -117,6 +117,15 @@ async def test_uploads_sync_in_the_background_with_progress_events_and_answers_c
         assert final["type"] == "final" and "35 euro" in final["text"], events
         assert "listino" in {c["source"] for c in final["citations"]}
 
+        # a price for something the knowledge base never names ("orologio", asked of the shard's
+        # vocabulary) is declined, although montature have a price
+        async with admin.stream("POST", "/api/ai/ask", json={"question": "Quanto costa la montatura di un orologio?"},
+                                timeout=120) as answer:
+            events = [json.loads(line[6:]) async for line in answer.aiter_lines() if line.startswith("data: ")]
+        final = events[-1]
+        assert final["type"] == "final" and final["declined"] and not final["citations"], events
+        assert "180" not in final["text"]
+
     async with gateway.connect() as conn:
         actions = [r["action"] for r in await conn.fetch(
             "SELECT action FROM audit_log WHERE tenant_id = $1 AND action LIKE 'kb.%' ORDER BY id", kit.id)]
