@@ -531,7 +531,8 @@ class Gateway:
 
     async def receiver(self) -> WebhookReceiver:
         if self._receiver is None:
-            self._receiver = WebhookReceiver(await self.pool(), self._box, max_bytes=self.settings.webhook_max_bytes)
+            self._receiver = WebhookReceiver(await self.pool(), self._box, max_bytes=self.settings.webhook_max_bytes,
+                                             group_commit=self.settings.webhook_group_commit)
         return self._receiver
 
     def _after_commit(self, result: IngestResult) -> None:

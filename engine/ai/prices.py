@@ -25,7 +25,8 @@ WEB_SEARCH_USD = Decimal("0.01")  # Anthropic's web search: $10 per 1,000 search
 class ModelPrice(BaseModel):
     """USD per million tokens. ``cache_write`` is the 5-minute cache write; providers that
     charge nothing extra for it (OpenAI) set it equal to ``input``. ``web_search``: USD per search
-    the provider ran for the call."""
+    the provider ran for the call. ``cache_min_tokens``: the shortest prefix the provider caches
+    for this model (a shorter one is billed as plain input, silently)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -34,6 +35,7 @@ class ModelPrice(BaseModel):
     cache_write: Decimal = Field(ge=0)
     cache_read: Decimal = Field(ge=0)
     web_search: Decimal = Field(default=WEB_SEARCH_USD, ge=0)
+    cache_min_tokens: int = Field(default=1024, ge=0)
 
 
 def cost(usage: Usage, price: ModelPrice) -> Decimal:

@@ -105,5 +105,7 @@ async def build_assistant(settings: Settings, pool: asyncpg.Pool, retrieve: Retr
     embedder = embedder or offline_embedder(settings)
     answer = chat_chain(settings, "answer")
     route = chat_chain(settings, "router")
+    escalation = chat_chain(settings, "escalation") if answer is not None else None
     return Assistant(embedder, retrieve, router=router, answer_provider=answer, route_provider=route,
+                     escalation_provider=escalation,
                      price=pricer(settings), ledger=PostgresLedger(pool), reranker=reranker(settings))

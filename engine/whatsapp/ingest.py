@@ -18,6 +18,7 @@ from typing import Any
 
 import asyncpg
 
+from engine.db.group_commit import GroupCommit
 from engine.db.queries import sql
 from engine.whatsapp.channels import ChannelRoute
 from engine.whatsapp.events import InboundMessage, MediaContent, StatusUpdate, WebhookBatch
@@ -66,25 +67,46 @@ def _errors_json(update: StatusUpdate) -> list[dict[str, Any]] | None:
     return [{"code": e.code, "title": e.title, "message": e.message, "details": e.details} for e in update.errors]
 
 
-async def store(conn: asyncpg.Connection, batch: WebhookBatch, body: bytes, payload: Any,
-                routes: dict[str, ChannelRoute]) -> IngestResult:
-    """Write a parsed delivery in one transaction. ``routes`` must hold only channels whose app
-    secret signed this delivery, so a delivery can never write into another app's tenants."""
+def _plan(batch: WebhookBatch, routes: dict[str, ChannelRoute]) -> tuple[
+        IngestResult, list[tuple[ChannelRoute, InboundMessage]], list[tuple[ChannelRoute, StatusUpdate]]]:
     result = IngestResult()
     mentioned = {m.phone_number_id for m in batch.messages} | {u.phone_number_id for u in batch.statuses}
     result.ignored_phone_number_ids = (mentioned | batch.phone_number_ids) - routes.keys()
-    tenant_routes = {routes[p].tenant_id: routes[p] for p in batch.phone_number_ids if p in routes}
     # Rows are locked in one global order (contact, then conversation; statuses by wamid), so that
     # concurrent deliveries sharing contacts or messages wait for each other instead of deadlocking
     # (each deadlock costs a second and a 503). The sorts are stable: a conversation's messages keep
     # their delivery order (all of one customer's messages share their sender key).
     messages = sorted(((routes[m.phone_number_id], m) for m in batch.messages if m.phone_number_id in routes),
-                      key=lambda rm: (rm[0].tenant_id, rm[1].sender, rm[0].channel_id))
+                      key=lambda rm: _lock_order(*rm))
     updates = sorted(((routes[u.phone_number_id], u) for u in batch.statuses if u.phone_number_id in routes),
                      key=lambda ru: (ru[0].tenant_id, ru[1].wamid))
+    return result, messages, updates
 
+
+def _lock_order(route: ChannelRoute, message: InboundMessage) -> tuple[uuid.UUID, str, uuid.UUID]:
+    return route.tenant_id, message.sender, route.channel_id
+
+
+def _single(batch: WebhookBatch, messages: list[tuple[ChannelRoute, InboundMessage]],
+            updates: list[tuple[ChannelRoute, StatusUpdate]]) -> tuple[ChannelRoute, InboundMessage] | None:
+    """The common delivery, one message of one number and nothing else: stored by one statement."""
     if len(messages) == 1 and not updates and not batch.template_updates and len(batch.phone_number_ids) == 1:
-        return await _store_single_message(conn, *messages[0], body, payload, batch, result)
+        return messages[0]
+    return None
+
+
+async def store(conn: asyncpg.Connection, batch: WebhookBatch, body: bytes, payload: Any,
+                routes: dict[str, ChannelRoute]) -> IngestResult:
+    """Write a parsed delivery in one transaction. ``routes`` must hold only channels whose app
+    secret signed this delivery, so a delivery can never write into another app's tenants."""
+    result, messages, updates = _plan(batch, routes)
+    tenant_routes = {routes[p].tenant_id: routes[p] for p in batch.phone_number_ids if p in routes}
+
+    if (single := _single(batch, messages, updates)) is not None:
+        route, message = single
+        row = await conn.fetchrow(sql("inbound", "ingest_single_message"),
+                                  *_single_message_args(route, message, body, payload, batch))
+        return _single_message_stored(route, message, row, result)
 
     async with conn.transaction():
         for route, message in messages:
@@ -112,11 +134,29 @@ async def store(conn: asyncpg.Connection, batch: WebhookBatch, body: bytes, payl
     return result
 
 
-async def _store_single_message(conn: asyncpg.Connection, route: ChannelRoute, message: InboundMessage,
-                                body: bytes, payload: Any, batch: WebhookBatch, result: IngestResult) -> IngestResult:
-    """The common delivery, one message of one number: message and receipt in one statement."""
-    row = await conn.fetchrow(sql("inbound", "ingest_single_message"), *_message_args(route, message),
-                              hashlib.sha256(body).hexdigest(), payload, [{"reason": r.reason} for r in batch.rejected])
+async def store_grouped(group: GroupCommit, batch: WebhookBatch, body: bytes, payload: Any,
+                        routes: dict[str, ChannelRoute]) -> IngestResult | None:
+    """:func:`store` for the common delivery (one message of one number), committed together with
+    other deliveries' by ``group`` (a :class:`GroupCommit` of ``ingest_single_message``); None for
+    any other delivery, which the caller stores with :func:`store`."""
+    result, messages, updates = _plan(batch, routes)
+    if (single := _single(batch, messages, updates)) is None:
+        return None
+    route, message = single
+    row = await group.fetchrow(*_single_message_args(route, message, body, payload, batch),
+                               order=_lock_order(route, message))
+    return _single_message_stored(route, message, row, result)
+
+
+def _single_message_args(route: ChannelRoute, message: InboundMessage, body: bytes, payload: Any,
+                         batch: WebhookBatch) -> tuple[Any, ...]:
+    """The arguments of ``ingest_single_message``: the message's, then the receipt's."""
+    return (*_message_args(route, message), hashlib.sha256(body).hexdigest(), payload,
+            [{"reason": r.reason} for r in batch.rejected])
+
+
+def _single_message_stored(route: ChannelRoute, message: InboundMessage, row: asyncpg.Record | None,
+                           result: IngestResult) -> IngestResult:
     assert row is not None  # the receipt row is always there
     result.receipt_ids.append(row["o_receipt_id"])
     _message_stored(route, message, row, result)

@@ -18,12 +18,13 @@ import asyncpg
 import orjson
 
 from engine.crypto import SecretBox
+from engine.db.group_commit import GroupCommit
 from engine.db.pool import CONNECT_ERRORS
 from engine.db.queries import sql
 from engine.errors import ConfigError, ServiceUnavailable
 from engine.whatsapp import channels
 from engine.whatsapp.channels import ChannelRoute
-from engine.whatsapp.ingest import IngestResult, store
+from engine.whatsapp.ingest import IngestResult, store, store_grouped
 from engine.whatsapp.parse import InvalidWebhook, parse_webhook
 from engine.whatsapp.signature import matching_secret
 
@@ -108,10 +109,14 @@ def _too_deep(value: Any, limit: int = MAX_JSON_DEPTH) -> bool:
 
 
 class WebhookReceiver:
-    def __init__(self, pool: Any, box: SecretBox, *, max_bytes: int, routes: RouteCache | None = None) -> None:
+    def __init__(self, pool: Any, box: SecretBox, *, max_bytes: int, routes: RouteCache | None = None,
+                 group_commit: bool = False) -> None:
+        """``group_commit``: deliveries of one message that arrive together are committed in one
+        transaction (:class:`GroupCommit`); each is still answered only once its rows are committed."""
         self.pool = pool
         self.max_bytes = max_bytes
         self.routes = routes or RouteCache(pool, box)
+        self.group = GroupCommit(pool, sql("inbound", "ingest_single_message")) if group_commit else None
 
     async def _refuse(self, body: bytes, reason: str) -> WebhookOutcome:
         """400 for a signed delivery we cannot take; keep a trace of it (best effort)."""
@@ -173,8 +178,12 @@ class WebhookReceiver:
                 return WebhookOutcome(503, f"PostgreSQL is unavailable ({type(exc).__name__}); retry later")
         signed_routes = {pnid: r for pnid, r in routes.items() if r.app_secret == secret}
         try:
-            async with self.pool.acquire() as conn:
-                result = await store(conn, batch, body, payload, signed_routes)
+            result = None
+            if self.group is not None:
+                result = await store_grouped(self.group, batch, body, payload, signed_routes)
+            if result is None:
+                async with self.pool.acquire() as conn:
+                    result = await store(conn, batch, body, payload, signed_routes)
         except asyncpg.DataError as exc:  # a retry cannot fix bad data
             log.warning("webhook rejected by the database", extra={"error": str(exc)[:200]})
             return await self._refuse(body, "payload holds values the database cannot store")

@@ -158,6 +158,31 @@ async def test_events_in_order_citations_from_markers_and_cost_in_the_ledger(
         await pool.close()
 
 
+async def test_after_a_failed_answer_the_escalation_model_answers_then_a_person(
+        db: asyncpg.Connection, database_url: str, e5: CachedEmbedder) -> None:
+    tenant_id = await _kb_tenant(db, e5)
+    pool = await create_pool(database_url)
+    try:
+        small = ScriptedChat("L'esame della vista costa 35 € [1].")
+        large = ScriptedChat("Costa 35 € [1] e dura circa 30 minuti [1].")
+        assistant = _assistant(pool, e5, answer_provider=small, answer_model="small",
+                               escalation_provider=large, escalation_model="large")
+        question = "quanto costa l'esame della vista?"
+        first = (await _collect(assistant, AskRequest(tenant_id, question)))[-1]
+        assert first["usage"]["calls"][0]["model"] == "small" and not first["escalated"]
+        again = (await _collect(assistant, AskRequest(tenant_id, question, failures=1)))[-1]
+        assert again["usage"]["calls"][0]["model"] == "large" and again["escalated"]
+        assert again["text"] == "Costa 35 € e dura circa 30 minuti." and again["citations"]
+        assert (len(small.requests), len(large.requests)) == (1, 1)
+        # a second failure goes to a person, not to a model
+        hello = (await _collect(assistant, AskRequest(tenant_id, question, failures=2)))[-1]
+        assert hello["handler"] == "handoff" and not hello["escalated"] and len(large.requests) == 1
+        models = await pool.fetch("SELECT model FROM ai_usage WHERE tenant_id = $1 ORDER BY created_at", tenant_id)
+        assert [m["model"] for m in models] == ["small", "large"]
+    finally:
+        await pool.close()
+
+
 async def test_cancel_closes_the_model_stream_and_is_recorded(db: asyncpg.Connection, database_url: str,
                                                               e5: CachedEmbedder) -> None:
     tenant_id = await _kb_tenant(db, e5)

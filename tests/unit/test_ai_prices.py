@@ -123,7 +123,13 @@ def test_the_factory_builds_a_chain_only_from_configured_providers() -> None:
     assert chat_chain(Settings()) is None  # no key anywhere: the offline responder's turn
     chain = chat_chain(Settings(ai_anthropic_api_key="k", ai_openai_api_key="o"))  # type: ignore[arg-type]
     assert chain is not None
-    assert [(p.name, m) for p, m in chain.providers] == [("anthropic", "claude-sonnet-4-6"), ("openai", "gpt-5.4-mini")]
+    assert [(p.name, m) for p, m in chain.providers] == [("anthropic", "claude-haiku-4-5"), ("openai", "gpt-5.4-mini")]
+    assert chat_chain(Settings(ai_anthropic_api_key="k"), "escalation") is None  # type: ignore[arg-type]  # off by default
+    up = chat_chain(Settings(ai_anthropic_api_key="k", ai_openai_api_key="o",  # type: ignore[arg-type]
+                             ai_escalation_model="anthropic:claude-sonnet-4-6"), "escalation")
+    assert up is not None
+    assert [(p.name, m) for p, m in up.providers] == [("anthropic", "claude-sonnet-4-6"), ("openai", "gpt-5.4-mini")]
+    assert chat_chain(Settings(ai_anthropic_api_key="k", ai_escalation_model="none"), "escalation") is None  # type: ignore[arg-type]
     router = chat_chain(Settings(ai_anthropic_api_key="k", ai_fallback_model=None), "router")  # type: ignore[arg-type]
     assert router is not None and [(p.name, m) for p, m in router.providers] == [("anthropic", "claude-haiku-4-5")]
     local = chat_chain(Settings(ai_answer_model="openai:qwen3:8b", ai_openai_base_url="http://localhost:11434/v1",

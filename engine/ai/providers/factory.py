@@ -11,7 +11,7 @@ from engine.ai.providers.embeddings import OpenAIEmbeddings, VoyageEmbeddings, V
 from engine.ai.providers.openai_chat import OpenAIChat
 from engine.config import Settings
 
-Tier = Literal["router", "answer"]
+Tier = Literal["router", "answer", "escalation"]
 
 
 def _tier(value: str) -> tuple[str, str]:
@@ -37,8 +37,14 @@ def chat_provider(settings: Settings, provider: str) -> ChatProvider | None:
 
 
 def chat_chain(settings: Settings, tier: Tier = "answer") -> FallbackChain | None:
-    """The tier's model, then the fallback model; None when no provider of either is configured."""
-    wanted = [settings.ai_router_model if tier == "router" else settings.ai_answer_model]
+    """The tier's model, then the fallback model; None when no provider of either is configured
+    (or, for the escalation tier, when no escalation model is)."""
+    if tier == "escalation" and not settings.ai_escalation_model:
+        return None
+    first = {"router": settings.ai_router_model, "answer": settings.ai_answer_model,
+             "escalation": settings.ai_escalation_model}[tier]
+    assert first is not None
+    wanted = [first]
     if settings.ai_fallback_model and settings.ai_fallback_model not in wanted:
         wanted.append(settings.ai_fallback_model)
     built: dict[str, ChatProvider | None] = {}

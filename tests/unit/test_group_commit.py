@@ -1,0 +1,92 @@
+"""GroupCommit's batching rules, against a fake pool (the PostgreSQL side: tests/integration/test_webhook_group_commit.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+import pytest
+
+from engine.db.group_commit import GroupCommit
+
+
+class FakeConn:
+    def __init__(self, fail: Exception | None = None, poison: Any = None) -> None:
+        self.batches: list[list[Any]] = []
+        self.fail = fail
+        self.poison = poison
+
+    async def fetchrow(self, query: str, *args: Any) -> Any:
+        await asyncio.sleep(0)
+        if args[0] == self.poison:
+            raise asyncpg.exceptions.DataError("poison")
+        self.batches.append([args[0]])
+        return {"echo": args[0]}
+
+    async def fetchmany(self, query: str, args: list[tuple[Any, ...]]) -> list[Any]:
+        await asyncio.sleep(0)
+        if self.fail is not None:
+            raise self.fail
+        if any(a[0] == self.poison for a in args):
+            raise asyncpg.exceptions.DataError("poison")
+        self.batches.append([a[0] for a in args])
+        return [{"echo": a[0]} for a in args]
+
+
+class FakePool:
+    def __init__(self, conn: FakeConn) -> None:
+        self.conn = conn
+
+    @contextlib.asynccontextmanager
+    async def acquire(self) -> AsyncIterator[FakeConn]:
+        yield self.conn
+
+
+async def test_calls_made_together_form_one_sorted_batch_and_each_gets_its_row() -> None:
+    conn = FakeConn()
+    group = GroupCommit(FakePool(conn), "q")  # type: ignore[arg-type]
+    rows = await asyncio.gather(*(group.fetchrow(v, order=(v % 3, i)) for i, v in enumerate([5, 4, 3, 2, 1, 0])))
+    assert [r["echo"] for r in rows] == [5, 4, 3, 2, 1, 0]
+    assert conn.batches == [[3, 0, 4, 1, 5, 2]]
+
+
+async def test_calls_arriving_during_a_batch_form_the_next_one() -> None:
+    conn = FakeConn()
+    group = GroupCommit(FakePool(conn), "q", max_in_flight=1)  # type: ignore[arg-type]
+    first = asyncio.ensure_future(group.fetchrow(0))
+    await asyncio.sleep(0)  # the first batch is in flight
+    rest = [asyncio.ensure_future(group.fetchrow(i)) for i in range(1, 5)]
+    await asyncio.gather(first, *rest)
+    assert conn.batches == [[0], [1, 2, 3, 4]]
+
+
+async def test_a_refused_call_fails_alone() -> None:
+    conn = FakeConn(poison=2)
+    group = GroupCommit(FakePool(conn), "q")  # type: ignore[arg-type]
+    answers = await asyncio.gather(*(group.fetchrow(i) for i in range(4)), return_exceptions=True)
+    assert [a["echo"] if isinstance(a, dict) else type(a) for a in answers] == [0, 1, asyncpg.exceptions.DataError, 3]
+    assert group.fallbacks == 1
+
+
+async def test_a_connection_error_reaches_every_caller() -> None:
+    group = GroupCommit(FakePool(FakeConn(fail=ConnectionResetError())), "q")  # type: ignore[arg-type]
+    answers = await asyncio.gather(*(group.fetchrow(i) for i in range(3)), return_exceptions=True)
+    assert [type(a) for a in answers] == [ConnectionResetError] * 3
+
+
+async def test_a_caller_cancelled_before_its_batch_forms_writes_nothing() -> None:
+    conn = FakeConn()
+    group = GroupCommit(FakePool(conn), "q", max_in_flight=1)  # type: ignore[arg-type]
+    first = asyncio.ensure_future(group.fetchrow(0))
+    await asyncio.sleep(0)
+    gone = asyncio.ensure_future(group.fetchrow(1))
+    kept = asyncio.ensure_future(group.fetchrow(2))
+    await asyncio.sleep(0)
+    gone.cancel()
+    assert (await first)["echo"] == 0 and (await kept)["echo"] == 2
+    with pytest.raises(asyncio.CancelledError):
+        await gone
+    assert conn.batches == [[0], [2]]
