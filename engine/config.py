@@ -77,6 +77,9 @@ class Settings(BaseSettings):
     graph_base_url: str = "https://graph.facebook.com"
     graph_api_version: str = Field(default="v21.0", pattern=r"^v\d+\.\d+$")
     webhook_max_bytes: int = Field(default=3 * 1024 * 1024, ge=1024, le=64 * 1024 * 1024)
+    # one-message deliveries that arrive together share one transaction (one commit, one round
+    # trip); each is still acknowledged only once committed
+    webhook_group_commit: bool = True
     outbound_rate_per_number: float = Field(default=80.0, gt=0, le=10_000)
     outbound_rate_per_recipient: float = Field(default=1.0, gt=0, le=1_000)
     outbound_recipient_burst: int = Field(default=5, ge=1, le=1_000)
