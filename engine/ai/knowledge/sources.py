@@ -41,7 +41,9 @@ def view(row: store.Source | dict[str, Any]) -> dict[str, Any]:
     return {"id": str(data["id"]), "kind": data["kind"], "name": data["name"], "url": data.get("url"),
             "state": data["state"], "last_sync_at": last.isoformat() if last is not None else None,
             "last_error": data.get("last_error"), "stats": stats,
-            "documents": int(data.get("documents") or 0), "chunks": int(data.get("chunks") or 0)}
+            "documents": int(data.get("documents") or 0), "chunks": int(data.get("chunks") or 0),
+            # which embedder its chunks were stored by (two while a switch is half-synced)
+            "embedders": list(data.get("embedders") or [])}
 
 
 def check_file(filename: str | None, size: int) -> tuple[str, str]:

@@ -19,7 +19,7 @@ import asyncpg
 import numpy as np
 
 from engine.ai.knowledge.chunking import chunk_document, contextual_text
-from engine.ai.knowledge.embeddings import Embedder, in_model_thread
+from engine.ai.knowledge.embeddings import Embedder, ProviderEmbedder, embed_passages
 from engine.ai.knowledge.extract import Extracted
 from engine.db.queries import sql
 from engine.errors import Conflict, InvalidInput, NotFound
@@ -100,35 +100,58 @@ def _sha(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-async def sync_documents(conn: asyncpg.Connection, source: Source, documents: Sequence[Extracted], embedder: Embedder,
-                         *, complete: bool = True, progress: Progress | None = None, budget: int = 320,
+async def sync_documents(conn: asyncpg.Connection, source: Source, documents: Sequence[Extracted],
+                         embedder: Embedder | ProviderEmbedder, *, complete: bool = True,
+                         progress: Progress | None = None, budget: int = 320,
                          count: Callable[[str], int] | None = None) -> SyncStats:
-    """Make the source's documents equal to ``documents``: add new ones, re-chunk changed ones,
-    skip unchanged ones and, when ``complete`` (the list is the whole source), remove the rest.
-    Each document is written in its own transaction, so a failure half-way keeps what was done
-    and the rest of the last good content."""
+    """Make the source's documents equal to ``documents``: add new ones, re-chunk changed ones
+    (and those embedded by another embedder), skip unchanged ones and, when ``complete`` (the list
+    is the whole source), remove the rest. Each document is written in its own transaction, so a
+    failure half-way keeps what was done and the rest of the last good content.
+
+    The offline model embeds document by document; a network embedder gets every new chunk of
+    the sync at once, in its own batches (one request per document would pay a round trip each),
+    before anything is written."""
     stats = SyncStats()
-    existing = {r["external_id"]: r for r in await conn.fetch(sql("knowledge", "source_documents"), source.id)}
-    total = len(documents)
-    for n, doc in enumerate(documents, 1):
+    existing = {r["external_id"]: r for r in await conn.fetch(sql("knowledge", "source_documents"), source.id,
+                                                              embedder.name)}
+    remote = bool(getattr(embedder, "remote", False))  # a ProviderEmbedder, or one wrapped for progress
+    plans: list[tuple[Extracted, list[Any], list[str], list[str]] | None] = []
+    for doc in documents:
         stats.dropped_lines += doc.dropped_lines
         old = existing.get(doc.external_id)
-        if old is not None and old["content_hash"] == doc.content_hash:
+        if old is not None and old["content_hash"] == doc.content_hash and old["current"]:
+            plans.append(None)
+            continue
+        pieces = chunk_document(doc.text, budget=budget, **({"count": count} if count else {}))
+        texts = [contextual_text(doc.title, p.text, p.heading) for p in pieces]
+        plans.append((doc, pieces, texts, [_sha(t) for t in texts]))
+    fresh: dict[str, np.ndarray] = {}
+    wanted: dict[str, str] = {}
+    if remote:
+        hashes = sorted({h for plan in plans if plan for h in plan[3]})
+        reuse = await _stored_vectors(conn, source.tenant_id, embedder.name, hashes)
+        wanted = {h: t for plan in plans if plan for t, h in zip(plan[2], plan[3]) if h not in reuse}
+        vectors = await embed_passages(embedder, list(wanted.values())) if wanted else []
+        fresh = {**reuse, **dict(zip(wanted, vectors))}
+        stats.chunks_embedded = len(wanted)
+    total = len(documents)
+    for n, (doc, plan) in enumerate(zip(documents, plans), 1):
+        if plan is None:
             stats.unchanged += 1
         else:
-            pieces = chunk_document(doc.text, budget=budget, **({"count": count} if count else {}))
-            texts = [contextual_text(doc.title, p.text, p.heading) for p in pieces]
-            hashes = [_sha(t) for t in texts]
-            reuse = {r["text_sha256"]: r["embedding"] for r in await conn.fetch(
-                sql("knowledge", "embeddings_by_hash"), source.tenant_id, embedder.name, hashes)}
-            missing = [i for i, h in enumerate(hashes) if h not in reuse]
-            fresh = await in_model_thread(embedder.passages, [texts[i] for i in missing]) if missing else None
-            vectors: list[np.ndarray] = []
-            for i, h in enumerate(hashes):
-                vectors.append(np.asarray(reuse[h], dtype=np.float32) if h in reuse
-                               else fresh[missing.index(i)])  # type: ignore[index]
-            stats.chunks_embedded += len(missing)
-            stats.chunks_reused += len(hashes) - len(missing)
+            _, pieces, texts, hashes = plan
+            if remote:
+                vectors = [fresh[h] for h in hashes]
+                stats.chunks_reused += sum(1 for h in hashes if h not in wanted)
+            else:
+                reuse = await _stored_vectors(conn, source.tenant_id, embedder.name, hashes)
+                missing = [i for i, h in enumerate(hashes) if h not in reuse]
+                new = await embed_passages(embedder, [texts[i] for i in missing]) if missing else None
+                vectors = [reuse[h] if h in reuse else new[missing.index(i)]  # type: ignore[index]
+                           for i, h in enumerate(hashes)]
+                stats.chunks_embedded += len(missing)
+                stats.chunks_reused += len(hashes) - len(missing)
             async with conn.transaction():
                 document_id = await conn.fetchval(
                     sql("knowledge", "upsert_document"), source.tenant_id, source.id, doc.external_id, doc.title,
@@ -137,7 +160,7 @@ async def sync_documents(conn: asyncpg.Connection, source: Source, documents: Se
                 await conn.executemany(sql("knowledge", "insert_chunk"), [
                     (source.tenant_id, document_id, i, t, h, pieces[i].tokens, embedder.name, vectors[i])
                     for i, (t, h) in enumerate(zip(texts, hashes))])
-            if old is None:
+            if doc.external_id not in existing:
                 stats.added += 1
             else:
                 stats.updated += 1
@@ -149,6 +172,15 @@ async def sync_documents(conn: asyncpg.Connection, source: Source, documents: Se
             await conn.execute(sql("knowledge", "delete_documents"), gone)
             stats.removed = len(gone)
     return stats
+
+
+async def _stored_vectors(conn: asyncpg.Connection, tenant_id: uuid.UUID, embedder: str,
+                          hashes: Sequence[str]) -> dict[str, np.ndarray]:
+    """Vectors already stored for these chunk texts by this embedder (any document of the tenant)."""
+    if not hashes:
+        return {}
+    return {r["text_sha256"]: np.asarray(r["embedding"], dtype=np.float32) for r in await conn.fetch(
+        sql("knowledge", "embeddings_by_hash"), tenant_id, embedder, list(hashes))}
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,9 +196,10 @@ class ChunkRecord:
 async def load_chunks(conn: asyncpg.Connection | asyncpg.Pool, tenant_id: uuid.UUID,
                       embedder: str) -> tuple[list[ChunkRecord], np.ndarray]:
     """Every chunk of the tenant embedded by ``embedder``, with its vectors (what a KnowledgeShard
-    indexes). Chunks of another embedder are left out: their vectors are not comparable."""
+    indexes). Chunks of another embedder are left out: their vectors are not comparable (they come
+    back after the source is synced again with this embedder)."""
     rows = await conn.fetch(sql("knowledge", "tenant_chunks"), tenant_id, embedder)
     records = [ChunkRecord(r["id"], r["text"], r["title"], r["citation"], r["kind"], r["url"]) for r in rows]
     vectors = np.array([np.asarray(r["embedding"], dtype=np.float32) for r in rows], dtype=np.float32) \
-        if rows else np.zeros((0, 384), dtype=np.float32)
+        if rows else np.zeros((0, 0), dtype=np.float32)
     return records, vectors

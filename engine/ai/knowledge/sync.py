@@ -24,9 +24,10 @@ import numpy as np
 
 from engine.ai.knowledge import store, wordpress
 from engine.ai.knowledge.chunking import chunk_document
-from engine.ai.knowledge.embeddings import CachedEmbedder, Embedder
+from engine.ai.knowledge.embeddings import CachedEmbedder, Embedder, ProviderEmbedder
 from engine.ai.knowledge.extract import SUFFIXES, Extracted, extract
 from engine.db.queries import sql
+from engine.ai.providers.base import ProviderError
 from engine.errors import Conflict, InvalidInput, ParloError
 
 log = logging.getLogger("parlo.knowledge")
@@ -104,26 +105,31 @@ class ProgressThrottle:
 
 
 class _ReportingEmbedder:
-    """The embedder as store.sync_documents sees it, reporting chunks embedded across the whole
-    sync (it runs in a worker thread: reports go back to the loop's thread)."""
+    """The embedder as store.sync_documents sees it, reporting chunks embedded: ``report(done, of)``
+    per call (the offline model runs in a worker thread: its reports go back to the loop's thread;
+    a network embedder reports on the loop)."""
 
-    def __init__(self, inner: Embedder, report: Callable[[int], None], loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, inner: Embedder | ProviderEmbedder, report: Callable[[int, int], None],
+                 loop: asyncio.AbstractEventLoop) -> None:
         self.inner = inner
         self.name = inner.name
         self.dim = inner.dim
+        self.remote = isinstance(inner, ProviderEmbedder)
         self._report = report
         self._loop = loop
 
     def passages(self, texts: Sequence[str]) -> np.ndarray:
         def step(done: int, total: int) -> None:
-            self._loop.call_soon_threadsafe(self._report, done)
+            self._loop.call_soon_threadsafe(self._report, done, total)
 
         if isinstance(self.inner, CachedEmbedder):
             return self.inner.passages(texts, progress=step)
+        assert not isinstance(self.inner, ProviderEmbedder)
         return self.inner.passages(texts)
 
-    def query(self, text: str) -> np.ndarray:
-        return self.inner.query(text)
+    async def apassages(self, texts: Sequence[str]) -> np.ndarray:
+        assert isinstance(self.inner, ProviderEmbedder)
+        return await self.inner.apassages(texts, progress=self._report)
 
 
 async def _lock(conn: asyncpg.Connection, source: store.Source, wait: bool) -> None:
@@ -134,23 +140,33 @@ async def _lock(conn: asyncpg.Connection, source: store.Source, wait: bool) -> N
         await asyncio.sleep(0.5)
 
 
-async def sync_source(pool: asyncpg.Pool, embedder: Embedder, tenant_id: uuid.UUID, source_id: uuid.UUID | str, *,
+async def sync_source(pool: asyncpg.Pool, embedder: Embedder | ProviderEmbedder, tenant_id: uuid.UUID, source_id: uuid.UUID | str, *,
                       upload: tuple[str, bytes] | None = None, progress: Progress | None = None, wait: bool = True,
                       http: httpx.AsyncClient | None = None, wordpress_timeout_s: float = 20.0) -> SyncResult:
     """Sync one source of ``tenant_id``: a WordPress source from its site, a file or FAQ source
-    from ``upload`` (name, bytes). Returns the outcome; a failure is recorded on the source and
-    returned, not raised. Raises NotFound (no such source of this tenant) and Conflict (another
-    sync holds the source and ``wait`` is False, or a file source without an upload)."""
+    from ``upload`` (name, bytes). Documents stored by another embedder than ``embedder`` are
+    embedded again from their stored text (a file source needs no upload for that). Returns the
+    outcome; a failure is recorded on the source and returned, not raised. Raises NotFound (no
+    such source of this tenant) and Conflict (another sync holds the source and ``wait`` is
+    False, or a file source without an upload and with nothing to re-embed)."""
     emit: Progress = progress or (lambda stage, done, total: None)
     async with pool.acquire() as conn:
         source = await store.get_source(conn, tenant_id, str(source_id))
-        if source.kind != "wordpress" and upload is None:
+        if source.kind != "wordpress" and upload is None and not await conn.fetchval(
+                sql("knowledge_sync", "has_stale_documents"), source.id, embedder.name):
             raise Conflict(f"{source.name} is a {source.kind} source: upload the file again to sync it")
         await _lock(conn, source, wait)
         try:
             await store.set_state(conn, source.id, "syncing")
             try:
                 stats = await _sync(conn, source, embedder, upload, emit, http, wordpress_timeout_s)
+            except ProviderError as exc:
+                reason = f"{exc.message}; the last good content is kept"
+                await store.set_state(conn, source.id, "failed", error=reason[:1000])
+                log.warning("knowledge source sync failed: the embedder failed",
+                            extra={"tenant": str(tenant_id), "source": str(source.id), "embedder": embedder.name,
+                                   "error": exc.message[:300]})
+                return SyncResult(source.id, source.name, source.kind, "failed", source.stats, reason)
             except ParloError as exc:
                 await store.set_state(conn, source.id, "failed", error=exc.message[:1000])
                 log.info("knowledge source sync failed", extra={"tenant": str(tenant_id), "source": str(source.id),
@@ -173,9 +189,11 @@ async def sync_source(pool: asyncpg.Pool, embedder: Embedder, tenant_id: uuid.UU
             await conn.fetchval(sql("knowledge_sync", "unlock_source"), source.id)
 
 
-async def _sync(conn: asyncpg.Connection, source: store.Source, embedder: Embedder, upload: tuple[str, bytes] | None,
-                emit: Progress, http: httpx.AsyncClient | None, timeout_s: float) -> dict[str, Any]:
-    existing = {r["external_id"]: r for r in await conn.fetch(sql("knowledge", "source_documents"), source.id)}
+async def _sync(conn: asyncpg.Connection, source: store.Source, embedder: Embedder | ProviderEmbedder,
+                upload: tuple[str, bytes] | None, emit: Progress, http: httpx.AsyncClient | None,
+                timeout_s: float) -> dict[str, Any]:
+    existing = {r["external_id"]: r for r in await conn.fetch(sql("knowledge", "source_documents"), source.id,
+                                                              embedder.name)}
     extra: dict[str, Any] = {}
     if source.kind == "wordpress":
         emit("fetching", 0, 1)
@@ -185,6 +203,16 @@ async def _sync(conn: asyncpg.Connection, source: store.Source, embedder: Embedd
         gone = [r["id"] for key, r in existing.items() if key not in snapshot.present or key in snapshot.empty]
         complete = False
         extra = {"wordpress_cursor": snapshot.cursor, "fetched": snapshot.fetched}
+        # pages that did not change since the last sync but were embedded by another embedder:
+        # embedded again from their stored text (the site is not asked for them again)
+        fetched = {d.external_id for d in documents}
+        documents += await _stored(conn, [r["id"] for key, r in existing.items() if not r["current"]
+                                          and key not in fetched and key in snapshot.present
+                                          and key not in snapshot.empty])
+    elif upload is None:  # nothing new: the stored documents of another embedder, embedded again
+        emit("fetching", 1, 1)
+        documents = await _stored(conn, [r["id"] for r in existing.values() if not r["current"]])
+        gone, complete = [], False
     else:
         assert upload is not None
         name, data = upload
@@ -201,27 +229,39 @@ async def _sync(conn: asyncpg.Connection, source: store.Source, embedder: Embedd
         stats.removed += len(gone)
     if source.kind == "wordpress":
         stats.unchanged += len(snapshot.present) - len(snapshot.empty) - len(documents)
-    return stats.as_dict() | extra
+    return stats.as_dict() | extra | {"embedder": embedder.name}
 
 
-async def _store(conn: asyncpg.Connection, source: store.Source, documents: list[Extracted], embedder: Embedder,
-                 existing: dict[str, asyncpg.Record], complete: bool, emit: Progress) -> store.SyncStats:
+async def _stored(conn: asyncpg.Connection, ids: list[Any]) -> list[Extracted]:
+    if not ids:
+        return []
+    return [Extracted(r["external_id"], r["title"], r["text"], r["url"])
+            for r in await conn.fetch(sql("knowledge", "stored_documents"), ids)]
+
+
+async def _store(conn: asyncpg.Connection, source: store.Source, documents: list[Extracted],
+                 embedder: Embedder | ProviderEmbedder, existing: dict[str, asyncpg.Record], complete: bool,
+                 emit: Progress) -> store.SyncStats:
     count = getattr(embedder, "token_count", None)
+    remote = isinstance(embedder, ProviderEmbedder)
     # chunks per changed document, to draw one embedding bar over the whole sync
     changed = [d for d in documents if (old := existing.get(d.external_id)) is None
-               or old["content_hash"] != d.content_hash]
+               or old["content_hash"] != d.content_hash or not old["current"]]
     sizes = {d.external_id: len(chunk_document(d.text, budget=CHUNK_BUDGET, **({"count": count} if count else {})))
              for d in changed}
     total = sum(sizes.values())
     base = 0
 
-    def embedded(done_in_document: int) -> None:
-        emit("embedding", min(base + done_in_document, total), total)
+    def embedded(done: int, of: int) -> None:
+        if remote:  # one call for the whole sync: what it need not ask for (stored already) is done
+            emit("embedding", max(0, min(total - of + done, total)), total)
+        else:  # one call per document
+            emit("embedding", min(base + done, total), total)
 
     def indexed(_: str, n: int, of: int) -> None:
         nonlocal base
         document = documents[n - 1]
-        if document.external_id in sizes:
+        if document.external_id in sizes and not remote:
             base += sizes[document.external_id]
             emit("embedding", base, total)
         emit("indexing", n, of)

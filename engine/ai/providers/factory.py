@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Literal
 
+from engine.ai.knowledge.embeddings import OFFLINE_EMBEDDER, EmbeddingCache, ProviderEmbedder
 from engine.ai.providers.anthropic import AnthropicChat
 from engine.ai.providers.base import ChatProvider, EmbeddingProvider, Reranker
 from engine.ai.providers.chain import FallbackChain
@@ -12,6 +14,7 @@ from engine.ai.providers.openai_chat import OpenAIChat
 from engine.config import Settings
 
 Tier = Literal["router", "answer", "escalation"]
+log = logging.getLogger("parlo.ai")
 
 
 def _tier(value: str) -> tuple[str, str]:
@@ -70,10 +73,39 @@ def embedding_provider(settings: Settings) -> EmbeddingProvider | None:
                                 timeout_s=settings.ai_embedding_timeout_s)
     if settings.ai_embedder == "openai":
         key = settings.ai_openai_api_key
+        if key is None and settings.ai_openai_base_url.startswith("https://api.openai.com"):
+            return None
         return OpenAIEmbeddings(api_key=key.get_secret_value() if key else None, model=settings.ai_openai_embedding_model,
                                 dim=settings.ai_openai_embedding_dim, base_url=settings.ai_openai_base_url,
                                 timeout_s=settings.ai_embedding_timeout_s)
     return None
+
+
+def embedder_name(settings: Settings) -> str:
+    """The name the knowledge base's chunks are stored under with these settings: the network
+    embedder's (``voyage:voyage-3.5@1024``) when it is configured, else the offline model's. The
+    dimension is part of the name: vectors of one model at two sizes are never compared."""
+    if settings.ai_embedder == "voyage" and settings.ai_voyage_api_key is not None:
+        return f"voyage:{settings.ai_voyage_embedding_model}@{settings.ai_voyage_embedding_dim}"
+    if settings.ai_embedder == "openai" and (settings.ai_openai_api_key is not None
+                                             or not settings.ai_openai_base_url.startswith("https://api.openai.com")):
+        return f"openai:{settings.ai_openai_embedding_model}@{settings.ai_openai_embedding_dim}"
+    return OFFLINE_EMBEDDER
+
+
+def knowledge_embedder(settings: Settings) -> ProviderEmbedder | None:
+    """The network embedder of the knowledge base, behind the content-hash cache under PARLO_HOME;
+    None for the offline model (``engine.ai.service.offline_embedder``), also when ``ai_embedder``
+    names a provider whose key is missing (logged: the offline model goes on serving)."""
+    if settings.ai_embedder == "offline":
+        return None
+    provider = embedding_provider(settings)
+    name = embedder_name(settings)
+    if provider is None or name == OFFLINE_EMBEDDER:
+        log.warning("the configured embedder has no key: the knowledge base stays with the offline model",
+                    extra={"embedder": settings.ai_embedder})
+        return None
+    return ProviderEmbedder(provider, name, cache=EmbeddingCache(settings.home / "cache" / "embeddings.sqlite"))
 
 
 def reranker(settings: Settings) -> Reranker | None:

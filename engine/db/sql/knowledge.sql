@@ -10,7 +10,9 @@ FROM kb_sources WHERE tenant_id = $1 AND (name = $2 OR id = $3);
 -- name: list_sources
 SELECT s.id, s.kind, s.name, s.url, s.state, s.last_sync_at, s.last_error, s.stats,
        (SELECT count(*) FROM kb_documents d WHERE d.source_id = s.id) AS documents,
-       (SELECT count(*) FROM kb_chunks c JOIN kb_documents d ON d.id = c.document_id WHERE d.source_id = s.id) AS chunks
+       (SELECT count(*) FROM kb_chunks c JOIN kb_documents d ON d.id = c.document_id WHERE d.source_id = s.id) AS chunks,
+       (SELECT array_agg(DISTINCT c.embedder ORDER BY c.embedder) FROM kb_chunks c JOIN kb_documents d ON d.id = c.document_id
+        WHERE d.source_id = s.id) AS embedders
 FROM kb_sources s WHERE s.tenant_id = $1 ORDER BY s.name;
 
 -- name: remove_source
@@ -22,7 +24,14 @@ UPDATE kb_sources SET state = $2, last_error = $3, stats = coalesce($4, stats),
 WHERE id = $1;
 
 -- name: source_documents
-SELECT id, external_id, content_hash FROM kb_documents WHERE source_id = $1;
+-- `current`: every chunk of the document was embedded by $2 (a document of another embedder is
+-- re-embedded by the next sync even when its text did not change)
+SELECT d.id, d.external_id, d.content_hash,
+       NOT EXISTS (SELECT 1 FROM kb_chunks c WHERE c.document_id = d.id AND c.embedder <> $2) AS current
+FROM kb_documents d WHERE d.source_id = $1;
+
+-- name: stored_documents
+SELECT external_id, title, url, text FROM kb_documents WHERE id = ANY($1::uuid[]) ORDER BY external_id;
 
 -- name: embeddings_by_hash
 SELECT DISTINCT ON (text_sha256) text_sha256, embedding

@@ -14,3 +14,8 @@ SELECT tenant_id, id FROM kb_sources
 WHERE kind = 'wordpress' AND (last_sync_at IS NULL OR last_sync_at < now() - make_interval(secs => $1))
 ORDER BY last_sync_at NULLS FIRST
 LIMIT $2;
+
+-- name: has_stale_documents
+-- some chunk of the source was embedded by another embedder than $2 (a sync re-embeds it)
+SELECT EXISTS (SELECT 1 FROM kb_chunks c JOIN kb_documents d ON d.id = c.document_id
+               WHERE d.source_id = $1 AND c.embedder <> $2);
