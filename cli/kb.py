@@ -146,10 +146,13 @@ async def _sync_all(settings: Settings, pool: asyncpg.Pool, tenant_id: uuid.UUID
     half-written) and raise the failure's reason."""
     from engine.ai.knowledge import store
     from engine.ai.knowledge.sync import sync_source
+    from engine.ai.providers.factory import knowledge_embedder
     from engine.ai.service import offline_embedder
 
-    with err.status("loading the embedding model…") if err.is_terminal else _nothing():
-        embedder = await asyncio.to_thread(offline_embedder, settings)
+    embedder: Any = knowledge_embedder(settings)  # Voyage or OpenAI when configured: no model to load
+    if embedder is None:
+        with err.status("loading the embedding model…") if err.is_terminal else _nothing():
+            embedder = await asyncio.to_thread(offline_embedder, settings)
     results = []
     try:
         with _Bar() as bar:
@@ -166,7 +169,10 @@ async def _sync_all(settings: Settings, pool: asyncpg.Pool, tenant_id: uuid.UUID
                     await store.remove_source(conn, tenant_id, source.id)
         raise
     finally:
-        embedder.cache.close()
+        if hasattr(embedder, "aclose"):
+            await embedder.aclose()
+        else:
+            embedder.cache.close()
     return results
 
 
@@ -243,10 +249,11 @@ def kb_list(ctx: click.Context, tenant: str, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(rows, indent=2, default=str))
         return
-    table = Table("name", "kind", "state", "documents", "chunks", "last sync", "detail")
+    table = Table("name", "kind", "state", "documents", "chunks", "embedder", "last sync", "detail")
     for r in rows:
         colour = {"ok": "green", "failed": "red", "syncing": "yellow"}.get(r["state"], "white")
         table.add_row(r["name"], r["kind"], f"[{colour}]{r['state']}[/]", str(r["documents"]), str(r["chunks"]),
+                      ", ".join(r["embedders"]) or "-",
                       (r["last_sync_at"] or "never")[:19].replace("T", " "), r["last_error"] or r["url"] or "")
     out.print(table)
 
@@ -258,8 +265,11 @@ def kb_list(ctx: click.Context, tenant: str, as_json: bool) -> None:
 @click.pass_context
 def kb_sync(ctx: click.Context, tenant: str, source: str, path: str | None) -> None:
     """Sync SOURCE (a name or id) again: a WordPress site is fetched; a file or FAQ source takes
-    its new file as PATH. A failure keeps the last good content."""
+    its new file as PATH, or none to be embedded again after PARLO_AI_EMBEDDER changed. A failure
+    keeps the last good content."""
     from engine.ai.knowledge import store
+    from engine.ai.providers.factory import embedder_name
+    from engine.db.queries import sql
 
     settings: Settings = ctx.obj
 
@@ -270,9 +280,15 @@ def kb_sync(ctx: click.Context, tenant: str, source: str, path: str | None) -> N
         upload = None
         if found.kind != "wordpress":
             if path is None:
-                raise InvalidInput(f"{found.name} is a {found.kind} source: give its file again "
-                                   f"(parlo kb sync --tenant {tenant} {found.name} PATH)")
-            upload = _read(path, faq=found.kind == "faq")
+                # without its file, a file source can only be embedded again (after the embedder changed)
+                async with pool.acquire() as conn:
+                    stale = await conn.fetchval(sql("knowledge_sync", "has_stale_documents"), found.id,
+                                                embedder_name(settings))
+                if not stale:
+                    raise InvalidInput(f"{found.name} is a {found.kind} source: give its file again "
+                                       f"(parlo kb sync --tenant {tenant} {found.name} PATH)")
+            else:
+                upload = _read(path, faq=found.kind == "faq")
         elif path is not None:
             raise InvalidInput(f"{found.name} is a WordPress site: it is fetched, not given a file")
         result = (await _sync_all(settings, pool, tenant_id, [(found, upload)], created=False))[0]
@@ -315,6 +331,7 @@ def ask(ctx: click.Context, tenant: str, as_json: bool, language: str | None, qu
     """Ask the assistant QUESTION over the tenant's knowledge base (the pipeline runs here)."""
     from engine.ai.knowledge.indexes import TenantIndexes
     from engine.ai.pipeline import AskRequest
+    from engine.ai.providers.factory import embedder_name
     from engine.ai.service import RouterBook, build_assistant, offline_embedder
 
     try:
@@ -330,7 +347,7 @@ def ask(ctx: click.Context, tenant: str, as_json: bool, language: str | None, qu
         tenant_id = await _tenant_id(pool, tenant)
         with err.status("loading the assistant…") if err.is_terminal and not as_json else _nothing():
             embedder = await asyncio.to_thread(offline_embedder, settings)
-            indexes = TenantIndexes(embedder)
+            indexes = TenantIndexes(embedder, embedder_name=embedder_name(settings))
 
             async def retrieve(tid: uuid.UUID, query: str, vector: Any, k: int) -> list[Any]:
                 return await indexes.search(pool, tid, query, k=k, query_vector=vector)
@@ -350,6 +367,8 @@ def ask(ctx: click.Context, tenant: str, as_json: bool, language: str | None, qu
             elif event["type"] == "progress" and err.is_terminal:
                 err.print(f"[dim]{event['stage']}…[/]")
         embedder.cache.close()
+        if assistant.query_embedder is not None:
+            await assistant.query_embedder.aclose()
         return last
 
     final = _run(ctx, work)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import re
 import time
@@ -33,7 +34,7 @@ import numpy as np
 from engine.ai import responder
 from engine.ai.handlers import (BASE_INSTRUCTIONS, LANGUAGE_NAMES, OFFLINE_REPLIES, ROUTER_PROMPT, SPECS,
                                 WEB_SEARCH_INSTRUCTIONS, WEB_SEARCH_MAX_USES)
-from engine.ai.knowledge.embeddings import Embedder, in_model_thread
+from engine.ai.knowledge.embeddings import Embedder, ProviderEmbedder, in_model_thread
 from engine.ai.knowledge.extract import question_text
 from engine.ai.knowledge.indexes import Passage
 from engine.ai.language import detect, italian_equivalents
@@ -138,6 +139,10 @@ class Assistant:
     # (tenant, words) → the words its knowledge base never uses; lets the offline responder decline
     # a question about something the business does not mention (a city, a brand)
     unknown_words: Callable[[uuid.UUID, list[str]], Awaitable[set[str]]] | None = None
+    # the knowledge base's network embedder (Voyage, OpenAI), when it is not the offline model:
+    # retrieval then needs the question embedded by it; ``embedder`` still routes
+    query_embedder: ProviderEmbedder | None = None
+    query_embed_timeout_s: float = 5.0
 
     async def run(self, request: AskRequest) -> AsyncIterator[Event]:
         started = time.perf_counter()
@@ -181,7 +186,8 @@ class Assistant:
         passages: list[Passage] = []
         if spec.retrieval:
             yield {"type": "progress", "stage": "searching"}
-            passages = await self._retrieve(request.tenant_id, lexical_query(text, language), vector, record)
+            search_vector = vector if self.query_embedder is None else await self._query_vector(text, record)
+            passages = await self._retrieve(request.tenant_id, lexical_query(text, language), search_vector, record)
             yield {"type": "progress", "stage": "found", "count": len(passages),
                    "sources": sorted({p.source for p in passages})}
         yield {"type": "progress", "stage": "generating"}
@@ -212,7 +218,21 @@ class Assistant:
                "translated": self.answer_provider is not None or language == "it",
                "usage": record.usage_summary()}
 
-    async def _retrieve(self, tenant_id: uuid.UUID, text: str, vector: np.ndarray, record: RunRecord) -> list[Passage]:
+    async def _query_vector(self, text: str, record: RunRecord) -> np.ndarray | None:
+        """The question embedded by the knowledge base's network embedder; None (keywords only for
+        this question) when it fails or is slow: an answer never waits on it or fails for it."""
+        assert self.query_embedder is not None
+        try:
+            return await asyncio.wait_for(self.query_embedder.aquery(text), self.query_embed_timeout_s)
+        except (ProviderError, TimeoutError) as exc:
+            logging.getLogger("parlo.ai").warning(
+                "question not embedded: keyword search only", extra={
+                    "run_id": str(record.id), "embedder": self.query_embedder.name,
+                    "error": str(exc) or f"no answer within {self.query_embed_timeout_s:g}s"})
+            return None
+
+    async def _retrieve(self, tenant_id: uuid.UUID, text: str, vector: np.ndarray | None,
+                        record: RunRecord) -> list[Passage]:
         """The best passages: the hybrid index's, reordered by the reranker when one is configured.
         A reranker that fails costs nothing but its order: the hybrid one is kept."""
         if self.reranker is None:
@@ -301,6 +321,9 @@ class Assistant:
 
     async def _offline_answer(self, request: AskRequest, text: str, vector: np.ndarray, passages: Sequence[Passage],
                               language: str, record: RunRecord) -> tuple[str, list[dict[str, Any]]]:
+        if self.query_embedder is not None and passages:
+            # the responder's thresholds are the offline model's cosines: judge the passages with it
+            passages = await in_model_thread(_offline_cosines, passages, vector, self.embedder)
         selection = await in_model_thread(responder.select, text, vector, passages, self.embedder,
                                             self.offline_policy)
         missing: list[str] = []
@@ -320,6 +343,12 @@ class Assistant:
         async for event in responder.stream_text(text):
             if isinstance(event, TextDelta):
                 yield {"type": "delta", "text": event.text}
+
+
+def _offline_cosines(passages: Sequence[Passage], vector: np.ndarray, embedder: Embedder) -> list[Passage]:
+    """The passages with their ``dense`` score from ``embedder`` (cached by content hash)."""
+    cosines = embedder.passages([p.text for p in passages]) @ np.asarray(vector, dtype=np.float32)
+    return [dataclasses.replace(p, dense=float(c)) for p, c in zip(passages, cosines)]
 
 
 def lexical_query(text: str, language: str) -> str:

@@ -21,7 +21,7 @@ from engine.ai.ledger import PostgresLedger
 from engine.ai.pipeline import Assistant, Retriever
 from engine.ai.prices import cost, price_for
 from engine.ai.providers.base import Usage
-from engine.ai.providers.factory import chat_chain, reranker
+from engine.ai.providers.factory import chat_chain, knowledge_embedder, reranker
 from engine.ai.routing import LocalRouter, shipped_examples
 from engine.config import Settings
 
@@ -108,4 +108,5 @@ async def build_assistant(settings: Settings, pool: asyncpg.Pool, retrieve: Retr
     escalation = chat_chain(settings, "escalation") if answer is not None else None
     return Assistant(embedder, retrieve, router=router, answer_provider=answer, route_provider=route,
                      escalation_provider=escalation,
-                     price=pricer(settings), ledger=PostgresLedger(pool), reranker=reranker(settings))
+                     price=pricer(settings), ledger=PostgresLedger(pool), reranker=reranker(settings),
+                     query_embedder=knowledge_embedder(settings))
