@@ -57,6 +57,9 @@ class ConversationShard:
         state = await self.store.get(pool, uuid.UUID(conversation_id))
         return state.as_dict() if state else None
 
+    # called by every Gateway replica several times a second: a task event each (the worker's
+    # buffer, then the GCS) cost more than the call's own work, and no one looks them up
+    @ray.method(enable_task_events=False)
     async def apply(self, changed: dict[str, dict[str, Any] | None]) -> int:
         """Committed state of some conversations (None: re-read it). Returns how many were updated.
         Conversations whose customer just wrote go to the auto-replier."""
