@@ -45,6 +45,7 @@ from engine.ai.knowledge.indexes import Passage
 from engine.ai.knowledge import sources as kb_sources
 from engine.ai.ledger import month_spend, usage_report
 from engine.ai.pipeline import AskRequest
+from engine.ai.knowledge.embeddings import OFFLINE_EMBEDDER
 from engine.ai.providers.factory import embedder_name
 from engine.db.tenancy import tenant_transaction
 from engine.errors import Conflict, Forbidden, InvalidInput, NotFound, ParloError, ServiceUnavailable, Unauthenticated
@@ -375,9 +376,12 @@ class AssistantDeployment:
         return self._assistant
 
     async def _retrieve(self, tenant_id: Any, query: str, vector: Any, k: int) -> list[Passage]:
-        # the shard searches the configured embedder's chunks; no vector: keywords only
+        # the shard searches the configured embedder's chunks; no vector: keywords only. The name
+        # goes only when it is not the offline model's, the one a shard of an older version knows
+        # (shards are detached: they outlive a rolling upgrade of this deployment)
+        named = {} if self._embedder_name == OFFLINE_EMBEDDER else {"embedder": self._embedder_name}
         rows = await shard_for(self.knowledge, tenant_id).search.remote(
-            str(tenant_id), query, None if vector is None else vector.tolist(), k, self._embedder_name)
+            str(tenant_id), query, None if vector is None else vector.tolist(), k, **named)
         return [Passage(**row) for row in rows]
 
     async def _unknown_words(self, tenant_id: Any, words: list[str]) -> set[str]:
@@ -471,8 +475,8 @@ class AssistantDeployment:
     async def reload_knowledge(self, tenant_id: str) -> bool:
         """Best effort: a shard that misses this rebuilds from PostgreSQL when it next loads."""
         try:
-            await asyncio.wait_for(shard_for(self.knowledge, tenant_id).reload.remote(tenant_id, self._embedder_name),
-                                   120)
+            named = {} if self._embedder_name == OFFLINE_EMBEDDER else {"embedder": self._embedder_name}
+            await asyncio.wait_for(shard_for(self.knowledge, tenant_id).reload.remote(tenant_id, **named), 120)
             return True
         except Exception as exc:
             log.warning("knowledge index not rebuilt", extra={"tenant": tenant_id, "error": type(exc).__name__})
