@@ -14,13 +14,17 @@ from engine.db.group_commit import GroupCommit
 
 
 class FakeConn:
-    def __init__(self, fail: Exception | None = None, poison: Any = None) -> None:
+    def __init__(self, fail: Exception | None = None, poison: Any = None, hold: Any = None) -> None:
         self.batches: list[list[Any]] = []
         self.fail = fail
         self.poison = poison
+        self.hold = hold  # a call with this value waits (a lock) until the event is set
+        self.released = asyncio.Event()
 
     async def fetchrow(self, query: str, *args: Any) -> Any:
         await asyncio.sleep(0)
+        if args[0] == self.hold:
+            await self.released.wait()
         if args[0] == self.poison:
             raise asyncpg.exceptions.DataError("poison")
         self.batches.append([args[0]])
@@ -90,3 +94,18 @@ async def test_a_caller_cancelled_before_its_batch_forms_writes_nothing() -> Non
     with pytest.raises(asyncio.CancelledError):
         await gone
     assert conn.batches == [[0], [2]]
+
+
+async def test_one_batch_at_a_time_unless_it_is_held_up_longer_than_the_patience() -> None:
+    conn = FakeConn(hold="locked")
+    group = GroupCommit(FakePool(conn), "q", patience_s=0.05)  # type: ignore[arg-type]
+    held = asyncio.ensure_future(group.fetchrow("locked"))
+    await asyncio.sleep(0.01)
+    behind = [asyncio.ensure_future(group.fetchrow(i)) for i in range(3)]
+    await asyncio.sleep(0.02)
+    assert not any(f.done() for f in behind)  # waiting for the batch in flight, as usual
+    done, _ = await asyncio.wait(behind, timeout=1)
+    assert len(done) == 3 and not held.done()  # past the patience they went ahead
+    conn.released.set()
+    assert (await held)["echo"] == "locked"
+    assert conn.batches == [[0, 1, 2], ["locked"]]
