@@ -1,0 +1,70 @@
+"""The knowledge base embedded by Voyage through the real Serve app: an upload is synced by the
+Assistant deployment with Voyage's embeddings (the local AI simulator speaking Voyage's wire
+format), KnowledgeShards search those chunks with the question embedded by Voyage, and the answer
+cites the upload."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from bench.ai_simulator import AISimulator
+from tests.api_harness import Gateway
+
+pytestmark = pytest.mark.integration
+
+VOYAGE_KEY = "pa-test-voyage-serve-4567"
+LISTINO = ("# Listino\n\n## Esami\n\nL'esame della vista costa 35 euro e dura mezz'ora.\n\n"
+           "## Montature\n\nLa montatura in titanio costa 180 euro.\n").encode()
+
+
+@pytest.fixture(scope="module")
+def ai_sim() -> Iterator[AISimulator]:
+    with AISimulator() as simulator:
+        simulator.require_key("voyage", VOYAGE_KEY)
+        yield simulator
+
+
+@pytest.fixture(scope="module")
+def voyage_gateway(ray_cluster: None, postgres: Any, redis_server: Any, tmp_path_factory: pytest.TempPathFactory,
+                   ai_sim: AISimulator) -> Iterator[Gateway]:
+    from tests.conftest import running_gateway
+
+    with running_gateway(postgres, redis_server, tmp_path_factory.mktemp("voyage-gateway"), ai_embedder="voyage",
+                         ai_voyage_api_key=VOYAGE_KEY, ai_voyage_base_url=ai_sim.voyage_base_url) as running:
+        yield running
+
+
+def _embedding_kinds(sim: AISimulator) -> list[str]:
+    return [r.body["input_type"] for r in sim.requests("voyage") if r.path.endswith("/embeddings")]
+
+
+async def test_an_upload_is_embedded_by_voyage_and_answers_cite_it(voyage_gateway: Gateway, ai_sim: AISimulator) -> None:
+    kit = await voyage_gateway.tenant()
+    async with kit.http("admin") as admin:
+        added = await admin.post("/api/kb/sources", files={"file": ("listino.md", LISTINO, "text/markdown")})
+        assert added.status_code == 202, added.text
+        for _ in range(240):
+            sources = {s["name"]: s for s in (await admin.get("/api/kb/sources")).json()["items"]}
+            if sources["listino"]["state"] in ("ok", "failed"):
+                break
+            await asyncio.sleep(0.25)
+        assert sources["listino"]["state"] == "ok", sources["listino"]
+        assert "document" in _embedding_kinds(ai_sim)
+        async with voyage_gateway.connect() as conn:
+            embedders = {r["embedder"]: r["dims"] for r in await conn.fetch(
+                "SELECT embedder, vector_dims(embedding) AS dims FROM kb_chunks WHERE tenant_id = $1", kit.id)}
+        assert embedders == {"voyage:voyage-3.5@1024": 1024}
+
+        async with admin.stream("POST", "/api/ai/ask", json={"question": "Quanto costa l'esame della vista?"},
+                                timeout=120) as answer:
+            assert answer.status_code == 200
+            events = [json.loads(line[6:]) async for line in answer.aiter_lines() if line.startswith("data: ")]
+    final = events[-1]
+    assert final["type"] == "final" and "35 euro" in final["text"], events
+    assert "listino" in {c["source"] for c in final["citations"]}
+    assert _embedding_kinds(ai_sim)[-1] == "query"  # the question was embedded by Voyage too
