@@ -65,7 +65,6 @@ class GroupCommit:
     def _start_worker(self) -> None:
         worker = asyncio.create_task(self._work())  # it starts after this loop turn: calls made meanwhile join
         self._workers.add(worker)
-        worker.add_done_callback(self._workers.discard)
 
     def _impatient(self) -> None:
         """A batch is still in flight after ``patience_s``: the calls waiting behind it go ahead."""
@@ -74,16 +73,21 @@ class GroupCommit:
 
     async def _work(self) -> None:
         loop = asyncio.get_running_loop()
-        while self._pending:
-            taken, self._pending = self._pending[:self.max_batch], self._pending[self.max_batch:]
-            # a caller that was cancelled (its client left) before its batch formed writes nothing
-            calls = [c for c in taken if not c.future.done()]
-            if calls:
-                timer = loop.call_later(self.patience_s, self._impatient)
-                try:
-                    await self._run(calls)
-                finally:
-                    timer.cancel()
+        try:
+            while self._pending:
+                taken, self._pending = self._pending[:self.max_batch], self._pending[self.max_batch:]
+                # a caller that was cancelled (its client left) before its batch formed writes nothing
+                calls = [c for c in taken if not c.future.done()]
+                if calls:
+                    timer = loop.call_later(self.patience_s, self._impatient)
+                    try:
+                        await self._run(calls)
+                    finally:
+                        timer.cancel()
+        finally:
+            # in the same step as the last look at _pending: a done callback would run a turn
+            # later, and a call made in between would wait for a worker that has already left
+            self._workers.discard(asyncio.current_task())  # type: ignore[arg-type]
 
     async def _run(self, calls: list[_Call]) -> None:
         if all(c.order is not None for c in calls):

@@ -109,3 +109,17 @@ async def test_one_batch_at_a_time_unless_it_is_held_up_longer_than_the_patience
     conn.released.set()
     assert (await held)["echo"] == "locked"
     assert conn.batches == [[0, 1, 2], ["locked"]]
+
+
+async def test_a_call_made_as_the_last_batch_ends_is_not_left_waiting() -> None:
+    """A caller answered by a batch that calls again at once (the next delivery on its
+    connection) must start a batch of its own, not wait for one that has just ended."""
+    conn = FakeConn()
+    group = GroupCommit(FakePool(conn), "q")  # type: ignore[arg-type]
+
+    async def two_in_a_row() -> Any:
+        await group.fetchrow(1)
+        return await group.fetchrow(2)
+
+    assert (await asyncio.wait_for(two_in_a_row(), timeout=1))["echo"] == 2
+    assert conn.batches == [[1], [2]]
