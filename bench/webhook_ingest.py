@@ -248,9 +248,11 @@ def profile_replica(seconds: float, out: Path) -> subprocess.Popen[bytes] | None
                              "-d", str(int(seconds)), "-r", "200"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def bench(n: int, concurrency: int, warmup: int, replicas: int, profile: bool = False) -> dict[str, Any]:
+def bench(n: int, concurrency: int, warmup: int, replicas: int, profile: bool = False,
+          group_commit: bool = True) -> dict[str, Any]:
     with running_engine(keep=False) as engine:
         engine.env["PARLO_GATEWAY_REPLICAS"] = str(replicas)
+        engine.env["PARLO_WEBHOOK_GROUP_COMMIT"] = "true" if group_commit else "false"
         with console.status("starting the engine…"):
             engine.parlo("up", UP_TIMEOUT_S)
             engine.parlo("tenant", 60, "create", "bench")
@@ -320,7 +322,8 @@ def report(results: dict[str, Any], n: int, concurrency: int) -> dict[str, Any]:
     lines = ["# Webhook ingest benchmark", "",
              f"{full['timestamp']} · revision `{full['revision']}` · {machine()['cpus_logical']} CPUs · "
              f"{n} deliveries per path · concurrency {concurrency} · "
-             f"{results.get('gateway_replicas', '?')} Gateway replicas", "",
+             f"{results.get('gateway_replicas', '?')} Gateway replicas · group commit "
+             f"{'on' if results.get('group_commit', True) else 'off'}", "",
              "| path | deliveries/s | p50 ms | p99 ms | max ms | rows stored |", "|---|---:|---:|---:|---:|---:|"]
     for side in ("serve", "baseline"):
         r = results[side]
@@ -360,6 +363,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=300)
     parser.add_argument("--replicas", type=int, default=2, help="Gateway replicas (PARLO_GATEWAY_REPLICAS)")
     parser.add_argument("--profile", action="store_true", help="py-spy one Gateway replica during the Serve run")
+    parser.add_argument("--no-group-commit", dest="group_commit", action="store_false",
+                        help="each delivery in its own transaction, as the baseline does (PARLO_WEBHOOK_GROUP_COMMIT)")
     args = parser.parse_args(argv)
     if args.mode == "baseline":
         serve_baseline(args.port)
@@ -368,11 +373,12 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(asyncio.run(_load(args.url, args.bodies, args.concurrency))))
         return 0
     try:
-        results = bench(args.n, args.concurrency, args.warmup, args.replicas, args.profile)
+        results = bench(args.n, args.concurrency, args.warmup, args.replicas, args.profile, args.group_commit)
     except BenchError as exc:
         console.print(f"[red]benchmark failed:[/] {exc}", highlight=False)
         return 1
     results["gateway_replicas"] = args.replicas
+    results["group_commit"] = args.group_commit
     report(results, args.n, args.concurrency)
     return 0
 
