@@ -211,7 +211,8 @@ async def test_a_customer_asking_for_a_person_is_handed_over(ai_gateway: Gateway
             return await conn.fetchval("SELECT ai_state FROM conversations WHERE id = $1", conversation) == "handoff"
 
     await _wait(handed_over)
-    sent = ai_gateway.simulator.sends_to(wa_id)
+    # the reply is queued in the transaction that hands over; the OutboxDispatcher sends it after
+    sent = await _wait(lambda: _async(ai_gateway.simulator.sends_to(wa_id)))
     assert len(sent) == 1 and "collega" in json.dumps(sent[0].payload)
 
 
