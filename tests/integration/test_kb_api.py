@@ -75,6 +75,13 @@ async def _synced(gateway: Gateway, kit: TenantKit, source_id: str, count: int =
         await asyncio.sleep(0.2)
 
 
+async def _ask(http: httpx.AsyncClient, question: str) -> list[dict[str, Any]]:
+    """The events of ``/api/ai/ask`` (SSE), the final one last."""
+    async with http.stream("POST", "/api/ai/ask", json={"question": question}, timeout=120) as answer:
+        assert answer.status_code == 200, await answer.aread()
+        return [json.loads(line[6:]) async for line in answer.aiter_lines() if line.startswith("data: ")]
+
+
 def _upload(filename: str, data: bytes, **fields: str) -> dict[str, Any]:
     return {"files": {"file": (filename, data, "application/octet-stream")}, "data": fields}
 
@@ -109,19 +116,14 @@ async def test_uploads_sync_in_the_background_with_progress_events_and_answers_c
         assert all(p["done"] <= p["total"] for p in progress)
 
         # the KnowledgeShard was rebuilt: a question is answered from the new file, with its citation
-        async with admin.stream("POST", "/api/ai/ask", json={"question": "Quanto costa l'esame della vista?"},
-                                timeout=120) as answer:
-            assert answer.status_code == 200
-            events = [json.loads(line[6:]) async for line in answer.aiter_lines() if line.startswith("data: ")]
+        events = await _ask(admin, "Quanto costa l'esame della vista?")
         final = events[-1]
         assert final["type"] == "final" and "35 euro" in final["text"], events
         assert "listino" in {c["source"] for c in final["citations"]}
 
         # a price for something the knowledge base never names ("orologio", asked of the shard's
         # vocabulary) is declined, although montature have a price
-        async with admin.stream("POST", "/api/ai/ask", json={"question": "Quanto costa la montatura di un orologio?"},
-                                timeout=120) as answer:
-            events = [json.loads(line[6:]) async for line in answer.aiter_lines() if line.startswith("data: ")]
+        events = await _ask(admin, "Quanto costa la montatura di un orologio?")
         final = events[-1]
         assert final["type"] == "final" and final["declined"] and not final["citations"], events
         assert "180" not in final["text"]

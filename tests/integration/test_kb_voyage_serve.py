@@ -5,8 +5,6 @@ cites the upload."""
 
 from __future__ import annotations
 
-import asyncio
-import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,6 +12,7 @@ import pytest
 
 from bench.ai_simulator import AISimulator
 from tests.api_harness import Gateway
+from tests.integration.test_kb_api import _ask, _settled, _upload
 
 pytestmark = pytest.mark.integration
 
@@ -46,24 +45,17 @@ def _embedding_kinds(sim: AISimulator) -> list[str]:
 async def test_an_upload_is_embedded_by_voyage_and_answers_cite_it(voyage_gateway: Gateway, ai_sim: AISimulator) -> None:
     kit = await voyage_gateway.tenant()
     async with kit.http("admin") as admin:
-        added = await admin.post("/api/kb/sources", files={"file": ("listino.md", LISTINO, "text/markdown")})
+        added = await admin.post("/api/kb/sources", **_upload("listino.md", LISTINO))
         assert added.status_code == 202, added.text
-        for _ in range(240):
-            sources = {s["name"]: s for s in (await admin.get("/api/kb/sources")).json()["items"]}
-            if sources["listino"]["state"] in ("ok", "failed"):
-                break
-            await asyncio.sleep(0.25)
-        assert sources["listino"]["state"] == "ok", sources["listino"]
+        listino = await _settled(admin, "listino")
+        assert listino["state"] == "ok", listino
         assert "document" in _embedding_kinds(ai_sim)
         async with voyage_gateway.connect() as conn:
             embedders = {r["embedder"]: r["dims"] for r in await conn.fetch(
                 "SELECT embedder, vector_dims(embedding) AS dims FROM kb_chunks WHERE tenant_id = $1", kit.id)}
         assert embedders == {"voyage:voyage-3.5@1024": 1024}
 
-        async with admin.stream("POST", "/api/ai/ask", json={"question": "Quanto costa l'esame della vista?"},
-                                timeout=120) as answer:
-            assert answer.status_code == 200
-            events = [json.loads(line[6:]) async for line in answer.aiter_lines() if line.startswith("data: ")]
+        events = await _ask(admin, "Quanto costa l'esame della vista?")
     final = events[-1]
     assert final["type"] == "final" and "35 euro" in final["text"], events
     assert "listino" in {c["source"] for c in final["citations"]}

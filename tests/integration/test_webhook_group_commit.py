@@ -15,7 +15,7 @@ from bench.simulator.webhooks import encode, sign
 from engine.db.pool import connect
 from engine.whatsapp.webhook import WebhookOutcome, WebhookReceiver
 from tests.integration.test_webhook_receiver import (
-    SECRET_A, USER, Env, counts, make_env, rows, text_payload,
+    REFUSE_SOME, SECRET_A, USER, Env, counts, make_env, rows, text_payload,
 )
 
 pytestmark = pytest.mark.integration
@@ -83,15 +83,7 @@ async def test_redeliveries_in_one_batch_store_one_message(env: Env) -> None:
 @pytest.mark.parametrize(("poison", "status", "rejects"), [("poison", 400, 1), ("contended", 503, 0)])
 async def test_one_refused_delivery_gets_its_own_answer_and_the_others_are_stored(
         env: Env, poison: str, status: int, rejects: int) -> None:
-    await env.db.execute("""
-        CREATE FUNCTION refuse_some() RETURNS trigger LANGUAGE plpgsql AS $$
-        BEGIN
-            IF NEW.body = 'poison' THEN RAISE EXCEPTION 'bad value' USING ERRCODE = '22023'; END IF;
-            IF NEW.body = 'contended' THEN RAISE EXCEPTION 'deadlock' USING ERRCODE = '40P01'; END IF;
-            RETURN NEW;
-        END $$;
-        CREATE TRIGGER refuse_some BEFORE INSERT ON messages FOR EACH ROW EXECUTE FUNCTION refuse_some();
-    """)
+    await env.db.execute(REFUSE_SOME)
     await warm(env)
     group = env.receiver.group
     assert group is not None

@@ -1092,18 +1092,23 @@ def test_fuzzed_signed_deliveries_are_200_or_400_and_all_or_nothing(postgres: An
 
 
 
+# PostgreSQL refusing a message row, as a trigger: text "poison" is a data exception (final),
+# "contended" a deadlock (may pass on a retry)
+REFUSE_SOME = """
+    CREATE FUNCTION refuse_some() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        IF NEW.body = 'poison' THEN RAISE EXCEPTION 'bad value' USING ERRCODE = '22023'; END IF;
+        IF NEW.body = 'contended' THEN RAISE EXCEPTION 'deadlock' USING ERRCODE = '40P01'; END IF;
+        RETURN NEW;
+    END $$;
+    CREATE TRIGGER refuse_some BEFORE INSERT ON messages FOR EACH ROW EXECUTE FUNCTION refuse_some();
+"""
+
+
 async def test_database_refusals_data_is_400_anything_else_503(env: Env) -> None:
     """PostgreSQL itself refuses a row (a trigger stands in for any such refusal): a data exception is
     the payload's fault and final (400); any other error may pass (503, Meta retries). Nothing is half-stored."""
-    await env.db.execute("""
-        CREATE FUNCTION refuse_some() RETURNS trigger LANGUAGE plpgsql AS $$
-        BEGIN
-            IF NEW.body = 'poison' THEN RAISE EXCEPTION 'bad value' USING ERRCODE = '22023'; END IF;
-            IF NEW.body = 'contended' THEN RAISE EXCEPTION 'deadlock' USING ERRCODE = '40P01'; END IF;
-            RETURN NEW;
-        END $$;
-        CREATE TRIGGER refuse_some BEFORE INSERT ON messages FOR EACH ROW EXECUTE FUNCTION refuse_some();
-    """)
+    await env.db.execute(REFUSE_SOME)
     for body, status in (("poison", 400), ("contended", 503)):
         batch = p.webhook(p.entry(WABA_A, p.messages_change(PNID_A, DISPLAY_A, [
             p.text_message(USER, "fine", wamid=f"wamid.ok.{body}"),
