@@ -172,11 +172,6 @@ def select(question: str, question_vector: np.ndarray | None, passages: Sequence
     return Selection(chosen, relevance)
 
 
-def object_terms(question: str) -> set[str]:
-    """The question's content terms without the words that only say what kind of fact it wants."""
-    return terms(question) - _KIND_WORDS
-
-
 def topic_words(question: str) -> dict[str, tuple[str, ...]]:
     """The words naming what the question is about (not its kind of fact, not grammar), each
     with its Italian synonyms: the knowledge base must know one of them to answer."""
@@ -197,14 +192,6 @@ def object_concepts(question: str) -> list[frozenset[str]]:
     """What the question is about: its concepts without those that only say what kind of fact
     it wants ("quanto costa", "how much")."""
     return [c for c in concepts(question) if not c & _KIND_WORDS]
-
-
-def unknown_terms(question: str, vocabulary: set[str]) -> set[str]:
-    """Content terms of a question that the knowledge base never uses, not even in another form
-    (a shared five-letter prefix counts as the same word: parcheggiare ~ parcheggio)."""
-    prefixes = {t[:5] for t in vocabulary if len(t) >= 5}
-    return {t for t in object_terms(question)
-            if t not in vocabulary and not t.isdigit() and (len(t) < 5 or t[:5] not in prefixes)}
 
 
 def _covers(sentence: str, passage: Passage, wanted: Sequence[frozenset[str]]) -> float:
