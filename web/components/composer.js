@@ -1,4 +1,4 @@
-import { html, useState, useEffect, useRef } from "../lib/html.js";
+import { html, useState, useEffect, useLayoutEffect, useRef } from "../lib/html.js";
 import { t } from "../lib/i18n.js";
 import { api } from "../lib/api.js";
 import { live } from "../lib/live.js";
@@ -51,7 +51,9 @@ export function Composer({ conversation, mode, setMode, replyTo, clearReply, use
   const lastTyping = useRef(0);
   const note = mode === "note";
 
-  useEffect(() => {
+  // A layout effect, so the listener exists as soon as this thread is on screen: "r" pressed right after
+  // switching conversations must not reach a composer that has not subscribed yet.
+  useLayoutEffect(() => {
     const focus = (event) => {
       setMode(event.detail);
       requestAnimationFrame(() => input.current?.focus());

@@ -223,7 +223,7 @@ export function Thread({ id, initial, me, users, labels, onChanged, onBack, cont
     return () => { offs.forEach((off) => off()); document.removeEventListener("visibilitychange", visible); };
   }, [id, catchUp, loadConversation, loadNotes]);
 
-  useEffect(() => {
+  useLayoutEffect(() => { // subscribed in the commit that shows this thread, like the composer's "r"
     const resolve = () => toggleResolved();
     document.addEventListener("parlo:resolve", resolve);
     return () => document.removeEventListener("parlo:resolve", resolve);
