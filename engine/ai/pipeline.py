@@ -27,7 +27,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
@@ -109,6 +109,26 @@ class RunRecord:
         return {**total, "cost_usd": round(self.cost_usd, 6), "calls": [c.as_dict() for c in self.calls]}
 
 
+PASSAGES_K = 5  # the most passages a knowledge answer's prompt holds
+
+
+class _Scored(Protocol):
+    @property
+    def score(self) -> float: ...
+
+
+_P = TypeVar("_P", bound=_Scored)
+
+
+def worth_sending(ranked: Sequence[_P], share: float) -> list[_P]:
+    """The best-ranked passages whose fused score is at least ``share`` of the best one's: a
+    passage far below the best adds tokens to the model's prompt, seldom the answer."""
+    if not ranked:
+        return []
+    floor = share * ranked[0].score
+    return [p for p in ranked if p.score >= floor]
+
+
 Pricer = Callable[[str, Usage], float]  # (provider name, usage) → USD
 Ledger = Callable[[RunRecord], Awaitable[None]]
 _MARKER = re.compile(r"\s?\[(\d{1,2})\]")
@@ -131,7 +151,7 @@ class Assistant:
     ledger: Ledger | None = None
     # the tenant's own router (shipped examples plus its own), when it has one; else ``router``
     routers: Callable[[uuid.UUID], Awaitable[LocalRouter | None]] | None = None
-    passages_k: int = 5
+    passages_k: int = PASSAGES_K
     offline_policy: responder.OfflinePolicy = field(default_factory=responder.OfflinePolicy)
     # a cross-encoder (Voyage rerank) reorders the hybrid index's best ``rerank_depth`` passages
     reranker: Reranker | None = None
@@ -143,6 +163,8 @@ class Assistant:
     # retrieval then needs the question embedded by it; ``embedder`` still routes
     query_embedder: ProviderEmbedder | None = None
     query_embed_timeout_s: float = 5.0
+    # a model's answer gets only the passages worth sending (``worth_sending``); 0: all of them
+    context_share: float = 0.0
 
     async def run(self, request: AskRequest) -> AsyncIterator[Event]:
         started = time.perf_counter()
@@ -188,6 +210,8 @@ class Assistant:
             yield {"type": "progress", "stage": "searching"}
             search_vector = vector if self.query_embedder is None else await self._query_vector(text, record)
             passages = await self._retrieve(request.tenant_id, lexical_query(text, language), search_vector, record)
+            if self.answer_provider is not None and self.reranker is None and self.context_share > 0:
+                passages = worth_sending(passages, self.context_share)  # the offline responder picks its own
             yield {"type": "progress", "stage": "found", "count": len(passages),
                    "sources": sorted({p.source for p in passages})}
         yield {"type": "progress", "stage": "generating"}

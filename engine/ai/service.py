@@ -109,4 +109,4 @@ async def build_assistant(settings: Settings, pool: asyncpg.Pool, retrieve: Retr
     return Assistant(embedder, retrieve, router=router, answer_provider=answer, route_provider=route,
                      escalation_provider=escalation,
                      price=pricer(settings), ledger=PostgresLedger(pool), reranker=reranker(settings),
-                     query_embedder=knowledge_embedder(settings))
+                     query_embedder=knowledge_embedder(settings), context_share=settings.ai_context_share)

@@ -415,6 +415,35 @@ async def test_a_configured_reranker_orders_the_passages_and_a_failing_one_keeps
         await pool.close()
 
 
+async def test_a_model_answer_gets_only_the_passages_worth_sending(
+        db: asyncpg.Connection, database_url: str, e5: CachedEmbedder) -> None:
+    tenant_id = await _kb_tenant(db, e5)
+    pool = await create_pool(database_url)
+    question = "accettate PayPal?"
+    try:
+        full = ScriptedChat("Sì, accettiamo PayPal [1].")
+        everything = await _collect(_assistant(pool, e5, answer_provider=full, answer_model="m"),
+                                    AskRequest(tenant_id, question))
+        cut = ScriptedChat("Sì, accettiamo PayPal [1].")
+        assistant = _assistant(pool, e5, answer_provider=cut, answer_model="m", context_share=0.5)
+        events = await _collect(assistant, AskRequest(tenant_id, question))
+        ranked = await assistant.retrieve(tenant_id, question, e5.query(question), assistant.passages_k)
+        kept = [p for p in ranked if p.score >= 0.5 * ranked[0].score]
+        assert 0 < len(kept) < len(ranked), [round(p.score, 3) for p in ranked]  # the question shows a cut
+        found = {e["stage"]: e for e in events if e["type"] == "progress"}["found"]
+        assert found["count"] == len(kept)
+        documents = cut.requests[0].system[-1].text
+        assert re.findall(r"^\[(\d+)\] ", documents, re.M) == [str(n) for n in range(1, len(kept) + 1)]
+        assert all(p.text in documents for p in kept)
+        assert not any(p.text in documents for p in ranked[len(kept):])
+        assert len(documents) < len(full.requests[0].system[-1].text)
+        # the citation still points at the best passage
+        assert events[-1]["citations"][0]["chunk_id"] == kept[0].chunk_id
+        assert everything[-1]["citations"][0]["chunk_id"] == kept[0].chunk_id
+    finally:
+        await pool.close()
+
+
 def _relevance(query: str, document: str) -> float:
     from bench.ai_simulator.text import relevance
 

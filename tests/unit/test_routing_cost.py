@@ -3,9 +3,12 @@ message to the large model, and how escalating failed answers eats into it."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
-from bench.routing import TokenModel, modelled_cost
+from bench.routing import TokenModel, measured_contexts, modelled_cost
 from engine.config import DEFAULT_AI_PRICES
 
 
@@ -54,3 +57,27 @@ def test_an_unpriced_model_stops_the_benchmark_with_its_name() -> None:
     with pytest.raises(SystemExit, match="no price configured for mystery-model"):
         modelled_cost(["knowledge"], [False], prices=DEFAULT_AI_PRICES, router_model="claude-haiku-4-5",
                       answer_model="mystery-model", large_model="claude-opus-4-7")
+
+
+def test_fewer_documents_in_our_prompt_than_in_the_naive_one_are_billed_as_such() -> None:
+    c = modelled_cost(["knowledge"], [False], prices=DEFAULT_AI_PRICES, router_model="claude-haiku-4-5",
+                      answer_model="claude-haiku-4-5", large_model="claude-opus-4-7",
+                      t=TokenModel(documents=1000, baseline_documents=1300))
+    # Haiku 4.5 $1/$5, Opus 4.7 $5/$25 per MTok; 600 system tokens are below both cache minimums
+    assert c["routed_usd"] == pytest.approx(((600 + 1000 + 25) * 1 + 150 * 5) / 1e6)
+    assert c["baseline_usd"] == pytest.approx(((600 + 1300 + 25) * 5 + 150 * 25) / 1e6)
+    assert c["tokens"] == {"documents": 1000, "baseline_documents": 1300}
+
+
+def test_measured_contexts_come_from_the_retrieval_report_and_a_missing_one_gives_none(tmp_path: Path) -> None:
+    report = tmp_path / "retrieval.json"
+    report.write_text(json.dumps({"sets": {
+        "faq": {"context": {"top": {"tokens_mean": 1331.4}, "0.50": {"tokens_mean": 1104.2}}},
+        "old": {"methods": {}},  # a report from before the measurement: skipped
+    }}))
+    assert measured_contexts(report, 0.5) == {"faq": TokenModel(documents=1104, baseline_documents=1331)}
+    assert measured_contexts(report, 0.0) == {"faq": TokenModel(documents=1331, baseline_documents=1331)}
+    assert measured_contexts(report, 0.7) == {}  # a share it did not measure
+    assert measured_contexts(tmp_path / "missing.json", 0.5) == {}
+    report.write_text("{not json")
+    assert measured_contexts(report, 0.5) == {}
