@@ -7,7 +7,6 @@ text (by SHA-256), so that editing one paragraph embeds one chunk, not the whole
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import uuid
 from collections.abc import Callable, Sequence
