@@ -90,6 +90,19 @@ def kind_of(question: str) -> str | None:
     return None
 
 
+# "posso fare il reso?" asks what the customer may do: the policy says it to the customer ("avete
+# 30 giorni"), while a sentence in which the business acts ("vi mandiamo", "rimborsiamo") answers
+# another question
+_OWN_ACTION_Q = re.compile(r"\b(posso|possiamo|devo|dobbiamo|riesco|potrei|dovrei|can\s+i|do\s+i|must\s+i|"
+                           r"should\s+i|have\s+i)\b", re.I)
+_BUSINESS_ACTS = re.compile(r"\b\w{3,}iamo\b", re.I)
+_CUSTOMER_ACTS = re.compile(r"\b(avete|potete|dovete|può|puoi|potrai|hai)\b", re.I)
+
+
+def _business_acts(sentence: str) -> bool:
+    return bool(_BUSINESS_ACTS.search(sentence)) and not _CUSTOMER_ACTS.search(sentence)
+
+
 _SHAPE = {"price": _PRICE, "time": _CLOCK, "span": _SPAN, "address": _ADDRESS, "contact": _CONTACT}
 
 
@@ -116,6 +129,8 @@ class OfflinePolicy:
     keep_shaped: float = 0.7      # the best sentence holding the asked kind of fact, if none does
     min_price_cover: float = 0.5  # a price sentence must be about at least this share of what was asked
     shape_bonus: float = 0.5      # a sentence holding the kind of fact asked for (a price, an hour…)
+    other_actor: float = 0.5      # … less this when the question asks what the customer may do and the
+                                  # sentence says what the business does
 
 
 def _units(passage: Passage) -> list[str]:
@@ -133,12 +148,15 @@ def select(question: str, question_vector: np.ndarray | None, passages: Sequence
     asked = concepts(question)
     kind = kind_of(question)
     shape = _SHAPE.get(kind or "")
+    own_action = bool(_OWN_ACTION_Q.search(question))
     candidates: list[tuple[str, Passage, float]] = []
     for rank, passage in enumerate(passages):
         context = terms(passage.text.splitlines()[0]) if passage.text else set()
         for unit in _units(passage):
             overlap = _share(asked, terms(unit) | context)
             bonus = policy.shape_bonus if shape is not None and shape.search(unit) else 0.0
+            if own_action and _business_acts(unit):
+                bonus -= policy.other_actor
             candidates.append((unit, passage, overlap - 0.02 * rank, bonus))
     if not candidates:
         return Selection([], 0.0)

@@ -8,6 +8,7 @@ import pytest
 from engine.ai import responder
 from engine.ai.knowledge.extract import question_text
 from engine.ai.knowledge.index import HybridIndex
+from engine.ai.knowledge.indexes import Passage
 
 
 @pytest.mark.parametrize("text, asked", [
@@ -62,3 +63,31 @@ def test_topic_words_the_knowledge_base_never_uses_are_missing() -> None:
     topics = responder.topic_words("avete un negozio a bologna?")
     assert responder.missing_topics(topics, index.unknown([f for fs in topics.values() for f in fs])) == []
     assert HybridIndex([], None).unknown(["negozio"]) == {"negozio"}
+
+
+
+def _resi(n: int, sentence: str) -> Passage:
+    return Passage(chunk_id=n, source="spedizioni-e-resi", title="Spedizioni e resi", source_kind="file", url=None,
+                   score=1.0, bm25=1.0, dense=0.9, text=f"Spedizioni e resi — Resi\n{sentence}")
+
+
+RESI = [_resi(1, "Avete 30 giorni dalla consegna per restituire un prodotto comprato online."),
+        _resi(2, "Entro 2 giorni lavorativi vi mandiamo il codice di autorizzazione al reso."),
+        _resi(3, "Rimborsiamo il prezzo del prodotto entro 14 giorni dal momento in cui il reso arriva in magazzino.")]
+
+
+@pytest.mark.parametrize("question, answer, without_the_rule", [
+    # what the customer may do: the sentence that tells the customer, not one where the shop acts
+    ("entro quanti giorni posso fare il reso?", ["Avete 30"], ["Entro 2", "Rimborsiamo il"]),
+    ("how many days do I have to return it?", ["Avete 30"], ["Avete 30", "Entro 2", "Rimborsiamo il"]),
+    # what the shop does: its own sentence, as before
+    ("in quanti giorni mi rimborsate il reso?", ["Rimborsiamo il"], ["Rimborsiamo il"]),
+    ("entro quanti giorni mandate il codice del reso?", ["Entro 2"], ["Entro 2"]),
+])
+def test_a_question_about_the_customers_own_action_prefers_what_the_policy_tells_the_customer(
+        question: str, answer: list[str], without_the_rule: list[str]) -> None:
+    def chosen(policy: responder.OfflinePolicy) -> list[str]:
+        return [" ".join(text.split()[:2]) for text, _ in responder.select(question, None, RESI, None, policy).sentences]
+
+    assert chosen(responder.OfflinePolicy()) == answer
+    assert chosen(responder.OfflinePolicy(other_actor=0)) == without_the_rule
