@@ -1293,7 +1293,8 @@ class Gateway:
     @api.get("/api/kb/sources", summary="Knowledge sources with their sync state (knowledge.manage)")
     async def kb_list(self, request: Request) -> Response:
         async with self._tenant(request) as (conn, who, _):
-            return JSONResponse({"items": await kb_sources.list_sources(conn, who)})
+            # ``embedder``: what chunks are stored by now; a source with others is synced to it
+            return JSONResponse({"items": await kb_sources.list_sources(conn, who), "embedder": embedder_name(self.settings)})
 
     @api.post("/api/kb/sources", summary="Add a file or FAQ (multipart) or a WordPress site (JSON); syncs in the background",
               status_code=202, openapi_extra={"requestBody": {"required": True, "content": {
@@ -1312,12 +1313,12 @@ class Gateway:
             self._kb_fire("sync", str(who.tenant_id), source["id"], None)
         return JSONResponse({"source": source}, status_code=202)
 
-    @api.post("/api/kb/sources/{source_id}/sync", summary="Fetch a WordPress source again (202; files: 409)",
-              status_code=202)
+    @api.post("/api/kb/sources/{source_id}/sync", summary="Fetch a WordPress source again, or embed a file's stored "
+              "text again after the embedder changed (202; a file with nothing to embed again: 409)", status_code=202)
     async def kb_sync(self, request: Request, source_id: str) -> Response:
         sid = inputs.parse_id(source_id, "knowledge source")
         async with self._tenant(request) as (conn, who, _):
-            source = await kb_sources.request_sync(conn, who, sid)
+            source = await kb_sources.request_sync(conn, who, sid, embedder_name(self.settings))
         self._kb_fire("sync", str(who.tenant_id), source["id"], None)
         return JSONResponse({"source": source}, status_code=202)
 

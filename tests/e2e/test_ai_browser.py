@@ -17,7 +17,6 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from playwright.async_api import Browser, Page, async_playwright, expect
 
@@ -433,6 +432,53 @@ async def test_the_knowledge_page_lists_a_source_and_shows_a_sync(ai_gateway: Ga
     await expect(existing).to_be_visible()
     await tab.screenshot(output)
     tab.assert_clean()
+
+
+class _Renamed:
+    """The offline model under another embedder's name: chunks as a Voyage/OpenAI switch leaves them."""
+
+    def __init__(self, inner: Any, name: str) -> None:
+        self.inner, self.name, self.dim = inner, name, inner.dim
+
+    def passages(self, texts: Any) -> Any:
+        return self.inner.passages(texts)
+
+    def query(self, text: str) -> Any:
+        return self.inner.query(text)
+
+
+async def test_a_file_indexed_by_another_embedder_is_indexed_again_from_its_card(ai_gateway: Gateway,
+                                                                                 tab: InboxPage, output: Path) -> None:
+    kit = await ai_gateway.tenant()
+    other = "openai:text-embedding-3-small@384"
+    async with ai_gateway.connect() as conn:
+        source = await store.add_source(conn, kit.id, "faq", "domande")
+        await store.sync_documents(conn, source, extract("domande.csv", FAQ),
+                                   _Renamed(offline_embedder(ai_gateway.settings), other))
+    await tab.login(kit, role="admin")
+    page = tab.page
+    await open_menu_entry(page, "knowledge")
+    card = page.locator(".kb-source", has_text="domande")
+    button = card.locator(".kb-sync")
+    await expect(button).to_have_text(IT["kb.reembed"])
+    await expect(button).to_have_attribute("title", re.compile(re.escape(ai_gateway_embedder(ai_gateway))))
+    await expect(card.locator(".kb-replace")).to_be_visible()  # new content still comes by upload
+    await tab.screenshot(output, "stale.png")
+    await button.click()
+    await expect(card).to_have_attribute("data-state", "ok", timeout=60_000)
+    await expect(card.locator(".kb-sync")).to_have_count(0, timeout=10_000)  # nothing left to index again
+    async with ai_gateway.connect() as conn:
+        embedders = {r["embedder"] for r in await conn.fetch(
+            "SELECT DISTINCT c.embedder FROM kb_chunks c JOIN kb_documents d ON d.id = c.document_id "
+            "WHERE d.source_id = $1", source.id)}
+    assert embedders == {ai_gateway_embedder(ai_gateway)}
+    tab.assert_clean()
+
+
+def ai_gateway_embedder(gateway: Gateway) -> str:
+    from engine.ai.providers.factory import embedder_name
+
+    return embedder_name(gateway.settings)
 
 
 async def test_agents_and_supervisors_do_not_see_the_admin_pages(ai_gateway: Gateway, browser: Browser,

@@ -35,7 +35,7 @@ function Stats({ source }) {
     </p>`;
 }
 
-function SourceCard({ source, progress, onChanged }) {
+function SourceCard({ source, progress, embedder, onChanged }) {
   const [confirming, setConfirming] = useState(false);
   const [busy, setBusy] = useState(false);
   const [error, setError] = useState(null);
@@ -67,6 +67,8 @@ function SourceCard({ source, progress, onChanged }) {
   }
 
   const syncing = source.state === "syncing" || Boolean(progress);
+  // a file embedded by another embedder than the configured one: its stored text is embedded again
+  const stale = source.kind !== "wordpress" && Boolean(embedder) && (source.embedders || []).some((e) => e !== embedder);
   return html`
     <li class="kb-source" data-source-id=${source.id} data-state=${source.state} data-kind=${source.kind}>
       <div class="kb-source-head">
@@ -88,13 +90,15 @@ function SourceCard({ source, progress, onChanged }) {
             <button type="button" class="button danger" onClick=${remove} disabled=${busy}>${t("kb.removeYes")}</button>
             <button type="button" class="button ghost" onClick=${() => setConfirming(false)}>${t("kb.removeNo")}</button>
           </span>` : html`
-          ${source.kind === "wordpress" ? html`
-            <button type="button" class="button kb-sync" onClick=${sync} disabled=${busy || syncing}>${t("kb.syncNow")}</button>` : html`
+          ${source.kind === "wordpress" || stale ? html`
+            <button type="button" class="button kb-sync" onClick=${sync} disabled=${busy || syncing}
+                    title=${stale ? t("kb.reembedHint", { embedder }) : null}>${t(stale ? "kb.reembed" : "kb.syncNow")}</button>` : ""}
+          ${source.kind !== "wordpress" ? html`
             <label class="button kb-replace">
               ${t("kb.replace")}
               <input type="file" class="visually-hidden" accept=${source.kind === "faq" ? ".csv" : KB_ACCEPT}
                      onChange=${replace} disabled=${busy || syncing} />
-            </label>`}
+            </label>` : ""}
           <button type="button" class="button ghost kb-remove" onClick=${() => setConfirming(true)} disabled=${busy}>${t("kb.remove")}</button>`}
       </div>
     </li>`;
@@ -193,6 +197,7 @@ function AddSource({ onAdded }) {
 
 export function KnowledgeAdmin() {
   const [sources, setSources] = useState(null); // null while loading
+  const [embedder, setEmbedder] = useState(null); // what chunks are stored by now
   const [error, setError] = useState(null);
   const [progress, setProgress] = useState({}); // source id → the last kb.progress event
   const alive = useRef(true);
@@ -202,6 +207,7 @@ export function KnowledgeAdmin() {
       const body = await api.get("/api/kb/sources");
       if (!alive.current) return;
       setSources(body.items || []);
+      setEmbedder(body.embedder || null);
       setError(null);
     } catch (err) {
       if (alive.current) setError(err);
@@ -257,7 +263,7 @@ export function KnowledgeAdmin() {
         ${sources && !sources.length ? html`<p class="empty" id="kb-empty">${t("kb.empty")}</p>` : ""}
         ${sources?.length ? html`
           <ul class="kb-sources" id="kb-sources">
-            ${sources.map((s) => html`<${SourceCard} key=${s.id} source=${s} progress=${progress[s.id]} onChanged=${load} />`)}
+            ${sources.map((s) => html`<${SourceCard} key=${s.id} source=${s} progress=${progress[s.id]} embedder=${embedder} onChanged=${load} />`)}
           </ul>` : ""}
         <h2 class="admin-section">${t("kb.add")}</h2>
         <${AddSource} onAdded=${added} />`}

@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field
 from engine.ai.knowledge import store, wordpress
 from engine.ai.knowledge.extract import MAX_FILE_BYTES
 from engine.ai.knowledge.sync import FILE_SUFFIXES, check_upload, kind_of
+from engine.db.queries import sql
 from engine.errors import Conflict, InvalidInput
 from engine.inbox.audit import record
 from engine.inbox.principal import Principal
@@ -84,11 +85,15 @@ async def add_wordpress(conn: asyncpg.Connection, who: Principal, body: WordPres
     return view(await store.get_source(conn, who.tenant_id, str(source.id)))
 
 
-async def request_sync(conn: asyncpg.Connection, who: Principal, source_id: uuid.UUID) -> dict[str, Any]:
-    """Mark a WordPress source syncing (a file or FAQ source is synced by uploading it again)."""
+async def request_sync(conn: asyncpg.Connection, who: Principal, source_id: uuid.UUID,
+                       embedder: str) -> dict[str, Any]:
+    """Mark a source syncing: a WordPress site is fetched again; a file or FAQ source only when
+    some of its documents were embedded by another embedder than ``embedder`` (the configured
+    one), whose stored text is then embedded again. New content for a file comes by uploading it."""
     who.require(PERMISSION)
     source = await store.get_source(conn, who.tenant_id, str(source_id))
-    if source.kind != "wordpress":
+    if source.kind != "wordpress" and not await conn.fetchval(sql("knowledge_sync", "has_stale_documents"),
+                                                              source.id, embedder):
         raise Conflict(f"{source.name} is a {source.kind} source: upload the file again to sync it")
     await store.set_state(conn, source.id, "syncing")
     await record(conn, who, "kb.source_sync", str(source.id), {"name": source.name})
