@@ -78,6 +78,9 @@ def _assistant(pool: asyncpg.Pool, e5: CachedEmbedder, **kwargs: Any) -> Assista
 @pytest.mark.parametrize("questions, floor", [
     ("kb_questions.jsonl", 0.9),           # the set the responder's policy was tuned on: 39/40
     ("kb_questions_heldout.jsonl", 0.9),   # written before that tuning and never tuned on: 21/22
+    # mostly English, written later and never tuned on: 18/24 (Italian 7/7, English 11/17: an English word the
+    # glossary does not know, "Milan", "bitcoin", "bus", is neither matched nor declined by the extractive responder)
+    ("kb_questions_heldout2.jsonl", 0.7),
 ])
 async def test_the_offline_assistant_answers_the_shop_questions_with_citations_or_declines(
         db: asyncpg.Connection, database_url: str, e5: CachedEmbedder, questions: str, floor: float) -> None:
