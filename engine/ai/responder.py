@@ -44,16 +44,22 @@ def terms(text: str) -> set[str]:
     return {s for stemmer in _STEMMERS.values() for s in stemmer.stemWords(words)}
 
 
-def concepts(question: str) -> list[frozenset[str]]:
-    """The question's content words, each as the stems of the word and of its Italian synonyms or
-    equivalents: a word is matched when any of them is ("reso" by "restituire", "address" by
-    "indirizzo"), and a word with many synonyms still counts once."""
+def _concepts_by_word(question: str) -> dict[str, frozenset[str]]:
     out: dict[str, frozenset[str]] = {}
     for word in _WORD.findall(question.lower()):
         if word in _STOP or word in out:
             continue
-        out[word] = frozenset(terms(" ".join([word, *italian_equivalents(word)])))
-    return [c for c in out.values() if c]
+        stems = frozenset(terms(" ".join([word, *italian_equivalents(word)])))
+        if stems:
+            out[word] = stems
+    return out
+
+
+def concepts(question: str) -> list[frozenset[str]]:
+    """The question's content words, each as the stems of the word and of its Italian synonyms or
+    equivalents: a word is matched when any of them is ("reso" by "restituire", "address" by
+    "indirizzo"), and a word with many synonyms still counts once."""
+    return list(_concepts_by_word(question).values())
 
 
 def _share(wanted: Sequence[frozenset[str]], have: set[str]) -> float:
@@ -236,7 +242,8 @@ def should_decline(question: str, selection: Selection, passages: Sequence[Passa
         # the sentence with the price must be about what was asked, not a neighbour's price
         wanted = object_concepts(question)
         if language == "en":  # only the words the glossary can put in Italian can be looked for
-            wanted = [c for c in wanted if len(c) > len(terms(next(iter(c))))]
+            wanted = [c for word, c in _concepts_by_word(question).items()
+                      if not c & _KIND_WORDS and italian_equivalents(word)]
         best = max((_covers(t, p, wanted) for t, p in selection.sentences if _PRICE.search(t)), default=0.0)
         if best < policy.min_price_cover:
             return f"the prices found are for something else ({best:.2f} of the question's words)"

@@ -91,3 +91,27 @@ def test_a_question_about_the_customers_own_action_prefers_what_the_policy_tells
 
     assert chosen(responder.OfflinePolicy()) == answer
     assert chosen(responder.OfflinePolicy(other_actor=0)) == without_the_rule
+
+
+_PRICE_CHECK = """
+from engine.ai import responder
+from engine.ai.knowledge.indexes import Passage
+p = Passage(chunk_id=1, source="prezzi-lenti", title="Listino", source_kind="file", url=None, score=1.0, bm25=1.0,
+            dense=0.85, text="Listino prezzi lenti da vista — Trattamenti aggiuntivi\\n"
+                             "Antiriflesso premium (più resistente ai graffi e facile da pulire): 25 €")
+q = "How much does the premium anti-reflective coating cost?"
+s = responder.Selection([(p.text.splitlines()[1], p)], 0.6)
+print(responder.should_decline(q, s, [p], [], "en"))
+"""
+
+
+def test_the_english_price_check_does_not_depend_on_the_interpreters_hash_seed() -> None:
+    # "coating" stems to {"coating", "coat"}: a check that took "any element" of that set as the
+    # word itself answered in one process and declined in the next
+    import subprocess
+    import sys
+
+    outcomes = {subprocess.run([sys.executable, "-c", _PRICE_CHECK], capture_output=True, text=True, check=True,
+                               env={"PYTHONHASHSEED": str(seed), "PATH": "/usr/bin:/bin"}).stdout.strip()
+                for seed in range(6)}
+    assert outcomes == {"None"}
