@@ -356,6 +356,13 @@ class Assistant:
             topics = responder.topic_words(text)
             unknown = await self.unknown_words(request.tenant_id, [f for forms in topics.values() for f in forms])
             missing = responder.missing_topics(topics, unknown)
+        elif language == "en" and self.unknown_words is not None and passages \
+                and (names := responder.proper_names(text)):
+            # an English question naming a place or a brand: the name, or a translation of it in
+            # the passages ("Italy": "Italia"), must be there; "Milan" for a shop in Bologna is not
+            unknown = await self.unknown_words(request.tenant_id, names)
+            missing = await in_model_thread(responder.untranslated, [n for n in names if n in unknown], passages,
+                                            self.embedder)
         reason = responder.should_decline(text, selection, passages, missing, language, self.offline_policy)
         if reason is not None:
             record.status = "declined"

@@ -207,6 +207,33 @@ def topic_words(question: str) -> dict[str, tuple[str, ...]]:
     return out
 
 
+_NAME = re.compile(r"(?<![.!?]\s)(?<!^)\b[A-Z][\w-]*", re.UNICODE)
+
+
+def proper_names(question: str) -> list[str]:
+    """The words of an English question written with a capital inside a sentence (a city, a
+    brand, a service: "Milan", "Ray-Ban", "Apple Pay"), lowercased, without those the glossary
+    knows (days, "WhatsApp") or that are grammar ("I")."""
+    out: dict[str, None] = {}
+    for match in _NAME.finditer(question.strip()):
+        for word in _WORD.findall(match.group(0).lower()):
+            if word not in _STOP and not italian_equivalents(word):
+                out[word] = None
+    return list(out)
+
+
+def untranslated(words: Sequence[str], passages: Sequence[Passage], embedder: Embedder,
+                 min_cosine: float = 0.88) -> list[str]:
+    """The ``words`` that no word of the passages translates, by the multilingual embedder's word
+    vectors: a translation scores ≥ 0.88 ("Switzerland"/"svizzera" 0.91, "Italy"/"italia" 0.93),
+    a neighbour does not ("Rome"/"italia" 0.86)."""
+    vocabulary = sorted({w for p in passages for w in _WORD.findall(p.text.lower()) if w not in _STOP})
+    if not words or not vocabulary:
+        return list(words)
+    closest = (embedder.passages(vocabulary) @ np.stack([embedder.query(w) for w in words]).T).max(axis=0)
+    return [w for w, c in zip(words, closest) if c < min_cosine]
+
+
 def missing_topics(topics: dict[str, tuple[str, ...]], unknown: set[str]) -> list[str]:
     """The topic words none of whose forms the knowledge base uses."""
     return [word for word, forms in topics.items() if all(f in unknown for f in forms)]

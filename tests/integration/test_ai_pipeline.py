@@ -77,12 +77,15 @@ def _assistant(pool: asyncpg.Pool, e5: CachedEmbedder, **kwargs: Any) -> Assista
 
 @pytest.mark.parametrize("questions, floor", [
     ("kb_questions.jsonl", 0.9),           # the set the responder's policy was tuned on: 39/40
-    ("kb_questions_heldout.jsonl", 0.9),   # written before that tuning and never tuned on: 21/22
-    # mostly English, written later and never tuned on: 18/24 (Italian 7/7, English 11/17: an English word the
-    # glossary does not know, "Milan", "bitcoin", "bus", is neither matched nor declined by the extractive responder)
+    ("kb_questions_heldout.jsonl", 0.9),   # written before that tuning and never tuned on: 22/22
+    # mostly English, written later: 20/24 (18/24 before the proper-name check, which "Milan" in this set
+    # suggested; an English word the glossary does not know, "bitcoin", "bus", is still neither matched nor declined)
     ("kb_questions_heldout2.jsonl", 0.7),
     ("kb_questions_heldout3.jsonl", 0.7),  # 18 English, written later, never tuned on: 14/18
-    ("kb_questions_heldout4.jsonl", 0.7),  # 16 English, written later, never tuned on: 12/16
+    ("kb_questions_heldout4.jsonl", 0.7),  # 16 English, written later: 14/16 (12/16 before the proper-name check)
+    # 16 English, written before the proper-name check and never tuned on: 12/16 (11/16 without it: two wrong
+    # answers became right declines, "Canada" became a wrong decline; "the Netherlands" stays wrong, now declined)
+    ("kb_questions_heldout5.jsonl", 0.7),
 ])
 async def test_the_offline_assistant_answers_the_shop_questions_with_citations_or_declines(
         db: asyncpg.Connection, database_url: str, e5: CachedEmbedder, questions: str, floor: float) -> None:
@@ -91,7 +94,7 @@ async def test_the_offline_assistant_answers_the_shop_questions_with_citations_o
     pool = await create_pool(database_url)
     try:
         assistant = _assistant(pool, e5)
-        right, report = 0, []
+        right, report, cited_right = 0, [], set()
         for q in QUESTIONS:
             events = await _collect(assistant, AskRequest(tenant_id, q["question"], language=q["lang"]))
             final = events[-1]
@@ -107,6 +110,8 @@ async def test_the_offline_assistant_answers_the_shop_questions_with_citations_o
                 for price in re.findall(r"\d+(?:[.,]\d+)?\s?€", final["text"]):
                     assert price in kb_text, f"{price} is not in the knowledge base: {final['text']}"
             right += ok
+            if ok and q["expect"] != "decline":
+                cited_right.add(q["source"])  # the run's sources are recorded with it
             report.append(f"{'ok ' if ok else 'BAD'} {q['lang']} {q['expect']}: {q['question'][:60]} -> {final['text'][:80]!r}")
         print("\n".join(report))
         accuracy = right / len(QUESTIONS)
@@ -116,7 +121,7 @@ async def test_the_offline_assistant_answers_the_shop_questions_with_citations_o
         runs = await pool.fetchval("SELECT count(*) FROM ai_runs WHERE tenant_id = $1", tenant_id)
         assert runs == len(QUESTIONS)
         sources = await pool.fetch("SELECT DISTINCT source FROM ai_run_sources WHERE tenant_id = $1", tenant_id)
-        assert {r["source"] for r in sources} >= {"servizi", "orari-e-sede", "prezzi-lenti"}
+        assert cited_right and {r["source"] for r in sources} >= cited_right
     finally:
         await pool.close()
 

@@ -115,3 +115,15 @@ def test_the_english_price_check_does_not_depend_on_the_interpreters_hash_seed()
                                env={"PYTHONHASHSEED": str(seed), "PATH": "/usr/bin:/bin"}).stdout.strip()
                 for seed in range(6)}
     assert outcomes == {"None"}
+
+
+@pytest.mark.parametrize("question, names", [
+    ("Do you have a shop in Milan?", ["milan"]),
+    ("How much does a Ray-Ban frame cost?", ["ray", "ban"]),
+    ("Can I pay with Apple Pay?", ["apple"]),                 # "pay" is a word the glossary knows
+    ("I need glasses. Do you have Oakley?", ["oakley"]),      # a sentence's first word is not a name
+    ("Are you open on Sunday?", []),                          # days: the glossary's
+    ("whats your whatsapp number", []),                       # no capitals, no names
+])
+def test_the_names_an_english_question_uses(question: str, names: list[str]) -> None:
+    assert responder.proper_names(question) == names
