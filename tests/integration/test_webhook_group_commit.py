@@ -12,10 +12,9 @@ import asyncpg
 import pytest
 
 from bench.simulator.webhooks import encode, sign
-from engine.db.pool import connect
 from engine.whatsapp.webhook import WebhookOutcome, WebhookReceiver
 from tests.integration.test_webhook_receiver import (
-    REFUSE_SOME, SECRET_A, USER, Env, counts, make_env, rows, text_payload,
+    REFUSE_SOME, SECRET_A, USER, Env, counts, env_in_own_database, make_env, rows, text_payload,
 )
 
 pytestmark = pytest.mark.integration
@@ -105,23 +104,13 @@ async def test_one_refused_delivery_gets_its_own_answer_and_the_others_are_store
 
 
 async def test_postgres_unavailable_is_503_for_every_delivery_of_the_batch(postgres: Any) -> None:
-    name = await postgres.create_database()
-    url = postgres.app_url(name)
-    conn = await connect(url)
-    try:
-        made, pool = await make_env(conn, url)
-    finally:
-        await conn.close()
-    made = grouped(made)
-    try:
+    async with env_in_own_database(postgres) as (made, _, name):
+        made = grouped(made)
         await warm(made)
         await postgres.drop_database(name)
         outcomes = await deliver_all(made, [text_payload(f"wamid.down.{i}", sender=f"3933301{i:04d}")
                                             for i in range(6)])
         assert [(o.status, o.result) for o in outcomes] == [(503, None)] * 6, outcomes
-    finally:
-        pool.terminate()
-        await postgres.drop_database(name)
 
 
 async def test_a_delivery_of_more_than_one_message_is_stored_on_its_own(env: Env) -> None:

@@ -12,6 +12,7 @@ import os
 import re
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -858,7 +859,9 @@ async def test_app_a_cannot_write_into_the_tenant_of_app_b(env: Env) -> None:
 # --- 6. PostgreSQL unavailable -------------------------------------------------------------------
 
 
-async def test_postgres_unavailable_is_503_never_an_exception(postgres: Any) -> None:
+@asynccontextmanager
+async def env_in_own_database(postgres: Any) -> AsyncIterator[tuple[Env, asyncpg.Pool, str]]:
+    """An Env in a database of its own, for the tests that take PostgreSQL away under it."""
     name = await postgres.create_database()
     url = postgres.app_url(name)
     conn = await connect(url)
@@ -866,8 +869,16 @@ async def test_postgres_unavailable_is_503_never_an_exception(postgres: Any) -> 
         made, pool = await make_env(conn, url)
     finally:
         await conn.close()
-    cold = WebhookReceiver(pool, made.box, max_bytes=256 * 1024)  # its route cache is still empty
     try:
+        yield made, pool, name
+    finally:
+        pool.terminate()
+        await postgres.drop_database(name)
+
+
+async def test_postgres_unavailable_is_503_never_an_exception(postgres: Any) -> None:
+    async with env_in_own_database(postgres) as (made, pool, name):
+        cold = WebhookReceiver(pool, made.box, max_bytes=256 * 1024)  # its route cache is still empty
         assert (await made.deliver(text_payload("wamid.up.1"))).status == 200
         await postgres.drop_database(name)
         for wamid in ("wamid.down.1", "wamid.down.2"):
@@ -878,9 +889,6 @@ async def test_postgres_unavailable_is_503_never_an_exception(postgres: Any) -> 
         assert (await cold.receive(body, "sha256=" + "0" * 64)).status == 503  # cannot tell: retry, not 401
         with pytest.raises(ServiceUnavailable):
             await made.receiver.handshake("subscribe", "verify-acme", "1")
-    finally:
-        pool.terminate()
-        await postgres.drop_database(name)
 
 
 # --- 7. fuzz: mutated, correctly signed deliveries -----------------------------------------------
