@@ -208,6 +208,9 @@ async def _store_status(conn: asyncpg.Connection, route: ChannelRoute, update: S
     if advanced is None:
         result.statuses_stale += 1
         return
+    if update.recipient_user_id is not None:  # once per step forward, so at most three times a message
+        await conn.execute(sql("inbound", "learn_bsuid"), route.tenant_id, advanced["conversation_id"],
+                           update.recipient_user_id, update.recipient_parent_user_id)
     result.status_changes.append(StatusChange(route.tenant_id, advanced["conversation_id"], advanced["id"],
                                               update.wamid, advanced["status"]))
 

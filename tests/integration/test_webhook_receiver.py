@@ -618,6 +618,72 @@ async def test_a_bsuid_already_held_by_another_contact_stays_there(env: Env) -> 
         "ORDER BY c.created_at")] == [(USER, None, 2), (None, BSUID, 1)]
 
 
+def bsuid_status(wamid: str, state: str, at: int, *, bsuid: str = BSUID, parent: str | None = None) -> dict[str, Any]:
+    """A status for a message sent to USER's phone, naming USER's BSUID as Meta does since 2026."""
+    item = p.status(wamid, state, USER, timestamp=at, recipient_user_id=bsuid, recipient_parent_user_id=parent)
+    return p.status_webhook(item, waba_id=WABA_A, phone_number_id=PNID_A, display_phone_number=DISPLAY_A)
+
+
+async def test_a_contact_written_to_by_phone_learns_its_bsuid_from_a_status(env: Env) -> None:
+    """The business wrote to a customer known by phone alone; the delivered status names their BSUID,
+    so when they later write by username alone (no phone) it is the same contact and conversation."""
+    message_id = await outbound(env, "wamid.out.learn")
+    assert await contact_rows(env) == [(USER, None, None, None, None)]
+    outcome = await env.deliver(bsuid_status("wamid.out.learn", "delivered", 1779000100, parent=PARENT_BSUID))
+    assert outcome.status == 200 and outcome.result is not None
+    assert [(c.message_id, c.status) for c in outcome.result.status_changes] == [(message_id, "delivered")]
+    assert await contact_rows(env) == [(USER, BSUID, PARENT_BSUID, None, None)]
+
+    data = recorded_bytes("bsuid_message_username_only")
+    outcome = await env.receiver.receive(data, sign(data, SECRET_A))
+    assert outcome.status == 200 and outcome.result is not None and len(outcome.result.new_messages) == 1
+    assert await counts(env.db) == rows(webhook_receipts=2, contacts=1, conversations=1, messages=2,
+                                        message_statuses=1)
+    assert await contact_rows(env) == [(USER, BSUID, PARENT_BSUID, "sheena.nelson", "Sheena Nelson")]
+
+
+async def test_a_status_and_a_first_username_only_message_racing_for_one_bsuid_are_both_stored(env: Env) -> None:
+    """The status teaching a phone contact its BSUID and the customer's first message by username alone,
+    at the same moment: whichever the unique index lets through, both deliveries are 200 and stored."""
+    people = 8
+    for n in range(people):
+        phone, bsuid = f"39334{n:07d}", f"IT.77{n:018d}"
+        await outbound(env, f"wamid.race.out.{n}", to=phone)
+    deliveries = []
+    for n in range(people):
+        phone, bsuid = f"39334{n:07d}", f"IT.77{n:018d}"
+        item = p.status(f"wamid.race.out.{n}", "delivered", phone, timestamp=1779000100, recipient_user_id=bsuid)
+        deliveries += [p.status_webhook(item, waba_id=WABA_A, phone_number_id=PNID_A, display_phone_number=DISPLAY_A),
+                       bsuid_payload(f"wamid.race.in.{n}", bsuid=bsuid, username=f"cliente.{n}")]
+    outcomes = await asyncio.gather(*(env.deliver(d) for d in deliveries))
+    assert [o.status for o in outcomes] == [200] * 2 * people, [o.detail for o in outcomes]
+    assert await env.db.fetchval("SELECT count(*) FROM messages WHERE direction = 'inbound'") == people
+    assert await env.db.fetchval("SELECT count(*) FROM messages WHERE status = 'delivered'") == people
+    holders = await env.db.fetch("SELECT bsuid, count(*) AS n FROM contacts WHERE bsuid IS NOT NULL GROUP BY bsuid")
+    assert sorted((r["bsuid"], r["n"]) for r in holders) == [(f"IT.77{n:018d}", 1) for n in range(people)]
+
+
+async def test_a_status_teaches_no_bsuid_another_contact_holds_nor_one_a_contact_has(env: Env) -> None:
+    """A username-only customer already holds the BSUID: the phone contact's status leaves both rows
+    as they were (no merge, no error). A contact with a BSUID keeps it whatever a status says."""
+    data = recorded_bytes("bsuid_message_username_only")
+    assert (await env.receiver.receive(data, sign(data, SECRET_A))).status == 200
+    await outbound(env, "wamid.out.held")
+    outcome = await env.deliver(bsuid_status("wamid.out.held", "delivered", 1779000100))
+    assert outcome.status == 200 and outcome.result is not None and len(outcome.result.status_changes) == 1
+    assert await contact_rows(env) == [(None, BSUID, None, "sheena.nelson", "Sheena Nelson"),
+                                       (USER, None, None, None, None)]
+
+    other = "IT.4242424242"
+    await outbound(env, "wamid.out.other", to="393330000001")
+    await env.db.execute("UPDATE contacts SET bsuid = $1 WHERE wa_id = '393330000001'", other)
+    item = p.status("wamid.out.other", "read", "393330000001", timestamp=1779000200, recipient_user_id="IT.99")
+    outcome = await env.deliver(p.status_webhook(item, waba_id=WABA_A, phone_number_id=PNID_A,
+                                                 display_phone_number=DISPLAY_A))
+    assert outcome.status == 200 and outcome.result is not None and len(outcome.result.status_changes) == 1
+    assert await env.db.fetchval("SELECT bsuid FROM contacts WHERE wa_id = '393330000001'") == other
+
+
 async def test_concurrent_first_messages_by_phone_and_by_bsuid_alone_make_one_contact(env: Env) -> None:
     """Eight deliveries of one new customer at once, half with the phone, half by username alone:
     the unique indexes decide, and every message lands in the one conversation."""

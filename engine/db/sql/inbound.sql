@@ -35,6 +35,10 @@ SET status = $3,
 WHERE tenant_id = $1 AND wamid = $2 AND parlo_status_rank($3) > parlo_status_rank(status)
 RETURNING id, conversation_id, status;
 
+-- name: learn_bsuid
+-- the recipient's BSUID from a status, for a contact known by phone alone (schema/0014_status_bsuid.sql)
+SELECT parlo_learn_bsuid($1, $2, $3, $4);
+
 -- name: adopt_pending_statuses
 UPDATE message_statuses SET message_id = $3
 WHERE tenant_id = $1 AND wamid = $2 AND message_id IS NULL
