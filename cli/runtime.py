@@ -71,15 +71,21 @@ def ray_address(settings: Settings) -> str:
 
 
 def ray_processes(settings: Settings) -> list[psutil.Process]:
-    """The processes of the Ray instance we started for this home (matched by its temp dir)."""
+    """The processes of the Ray instance we started for this home: matched by its temp dir, and
+    the Ray client server, which `ray start` detaches without it, by the GCS port it serves."""
     marker = str(ray_temp_dir(settings))
+    gcs_port = f":{settings.ray_port}"
     found = []
     for proc in psutil.process_iter(["cmdline"]):
         try:
             cmdline = proc.info["cmdline"] or []
         except psutil.Error:
             continue
-        if any(marker in part for part in cmdline) and proc.pid != os.getpid():
+        if proc.pid == os.getpid():
+            continue
+        if any(marker in part for part in cmdline) or (
+                "ray.util.client.server" in cmdline
+                and any(part.startswith("--address=") and part.endswith(gcs_port) for part in cmdline)):
             found.append(proc)
     return found
 
@@ -164,6 +170,7 @@ def start_ray(settings: Settings) -> bool:
              "--include-dashboard=false", "--node-ip-address=127.0.0.1", f"--temp-dir={temp_dir}",
              # the agent's default port (52365) is fixed: a second Ray on the machine would collide
              f"--dashboard-agent-listen-port={free_port()}",
+             f"--ray-client-server-port={free_port()}",  # likewise its fixed 10001
              "--disable-usage-stats"],
             stdout=out, stderr=subprocess.STDOUT, env=env, cwd=settings.home,
         )

@@ -10,6 +10,8 @@ import httpx
 import psutil
 import pytest
 
+from cli.runtime import ray_processes, ray_temp_dir
+from engine.config import Settings
 from engine.embedded.ports import free_port
 from tests.e2e.cli import clean_env, parlo
 
@@ -30,6 +32,12 @@ def _alive(pid: int) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+def _settings(env: dict[str, str]) -> Settings:
+    """The engine's settings as the `parlo` processes of this test read them."""
+    return Settings(home=Path(env["PARLO_HOME"]), ray_port=int(env["PARLO_RAY_PORT"]),  # type: ignore[call-arg]
+                    _env_file=None)
 
 
 def _health(env: dict[str, str]) -> httpx.Response:
@@ -67,9 +75,14 @@ def test_up_down_up_keeps_data(engine_env: dict[str, str]) -> None:
     assert creds["postgres_app"] not in status.out and creds["redis"] not in status.out
 
     pids = [report["components"]["postgres"]["pid"], report["components"]["redis"]["pid"]]
+    ray_pids = {proc.pid: " ".join(proc.cmdline()) for proc in ray_processes(_settings(env))}
+    assert any("gcs_server" in cmd for cmd in ray_pids.values())
+    # `ray start` detaches its client server from the rest; it must not outlive `parlo down`
+    assert any("ray.util.client.server" in cmd for cmd in ray_pids.values())
     down = parlo("down", env=env)
     assert down.code == 0 and "postgres" in down.err
     assert not any(_alive(pid) for pid in pids)
+    assert [cmd for pid, cmd in ray_pids.items() if _alive(pid)] == []
     with pytest.raises(httpx.HTTPError):
         _health(env)
 
@@ -89,13 +102,10 @@ def test_up_down_up_keeps_data(engine_env: dict[str, str]) -> None:
 
 
 def test_no_secret_is_written_to_any_log(engine_env: dict[str, str]) -> None:
-    from cli.runtime import ray_temp_dir
-    from engine.config import Settings
-
     home = Path(engine_env["PARLO_HOME"])
     secrets = [*json.loads((home / "credentials.json").read_text()).values(),
                json.loads((home / "demo-login.json").read_text())["password"]]
-    settings = Settings(home=home, _env_file=None)  # type: ignore[call-arg]
+    settings = _settings(engine_env)
     log_files = [p for root in (home / "logs", ray_temp_dir(settings))
                  for p in root.rglob("*") if p.is_file() and p.suffix in (".log", ".jsonl", ".out", ".err", ".txt")]
     assert len(log_files) > 5
