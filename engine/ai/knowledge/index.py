@@ -17,7 +17,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
-import bm25s
 import numpy as np
 import Stemmer
 
@@ -47,6 +46,8 @@ class HybridIndex:
             raise ValueError(f"language must be one of {sorted(_STOPWORDS)}")
         if vectors is not None and len(vectors) != len(texts):
             raise ValueError("one vector per text")
+        import bm25s  # with scipy ~25 MiB a process: only those that build an index pay for it
+
         self.language = language
         self.size = len(texts)
         self._stemmer = Stemmer.Stemmer(language)
