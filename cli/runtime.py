@@ -187,7 +187,7 @@ def _stop_ray_client_server(settings: Settings) -> None:
     """`ray start` always launches a Ray Client server (ray:// connections) when its grpc extra is
     installed, and has no flag against it. Nothing of ours connects that way (the CLI and Serve
     attach by GCS address), so it goes: ~90 MiB less and one listening port fewer."""
-    servers = [p for p in ray_processes(settings) if "ray.util.client.server" in " ".join(p.cmdline())]
+    servers = [p for p in ray_processes(settings) if "ray.util.client.server" in (p.info["cmdline"] or [])]
     for proc in servers:
         try:
             proc.terminate()
